@@ -1,0 +1,678 @@
+//! Client-to-server connections (RFC 6120): stream negotiation (STARTTLS,
+//! SASL, resource binding), then the session loop that feeds the router and
+//! drains the session's outbox.
+//!
+//! One task per connection owns the socket: it reads and parses, and in
+//! the same `select!` writes what the router queued, so nothing else ever
+//! touches the socket.
+
+mod sasl_exchange;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::hooks::{Event, IqRequest, IqType};
+use crate::sasl::ChannelBindings;
+use crate::server::Server;
+use crate::session::{Outbound, Session};
+use crate::stanza::{self, StanzaError};
+use crate::stream::{self, Limits, StreamError, StreamEvent, StreamHeader, StreamParser, ns};
+pub use transport::Transport;
+
+/// Outbox depth per session: enough for bursts (a roster of pushes, a MUC
+/// history); a client that lets it fill is not reading and is dropped.
+const OUTBOX_DEPTH: usize = 1024;
+/// Longest a single write may block on a peer that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_BUFFER: usize = 16 * 1024;
+
+/// How a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    /// The peer closed the stream or the socket.
+    Closed,
+    /// We closed it with a stream error (already sent).
+    Error(StreamError),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Io(e)
+    }
+}
+
+/// Accepts one client connection; `direct_tls` for XEP-0368 ports.
+pub async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _ = tcp.set_nodelay(true);
+    let span = info_span!("conn", id = %short_id(), kind = "c2s", remote = %peer, jid = tracing::field::Empty);
+    async move {
+        debug!(direct_tls, "connection accepted");
+        let deadline = Instant::now() + Duration::from_secs(server.config.global.c2s_timeout);
+        let transport = if direct_tls {
+            match timeout_at(deadline, server.tls.acceptor().accept(tcp)).await {
+                Ok(Ok(tls)) => Transport::Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!("TLS handshake timed out");
+                    return;
+                }
+            }
+        } else {
+            Transport::Plain(tcp)
+        };
+        let mut conn = Connection::new(server.clone(), transport, peer);
+        let end = conn.run(deadline).await;
+        match &end {
+            End::Closed => debug!("stream closed"),
+            End::Error(e) => info!(error = %e, "stream closed with error"),
+            End::Io(e) => debug!(error = %e, "connection lost"),
+        }
+        conn.finish().await;
+    }
+    .instrument(span)
+    .await
+}
+
+fn short_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().r#gen();
+    format!("{n:016x}")
+}
+
+struct Connection {
+    server: Arc<Server>,
+    io: Option<Transport>,
+    peer: SocketAddr,
+    parser: StreamParser,
+    pending: std::collections::VecDeque<StreamEvent>,
+    buf: Vec<u8>,
+    header_sent: bool,
+    stream_id: String,
+    host: Option<String>,
+    bindings: Option<ChannelBindings>,
+    /// The authenticated user (node part), once SASL succeeded.
+    user: Option<String>,
+    session: Option<Arc<Session>>,
+    outbox: Option<mpsc::Receiver<Outbound>>,
+}
+
+impl Connection {
+    fn new(server: Arc<Server>, io: Transport, peer: SocketAddr) -> Self {
+        let limits = Limits {
+            max_stanza_bytes: server.config.global.c2s_preauth_stanza_size_limit,
+            ..Limits::default()
+        };
+        let bindings = match &io {
+            Transport::Tls(tls) => Some(server.tls.channel_bindings(tls.get_ref().1)),
+            Transport::Plain(_) => None,
+        };
+        Self {
+            server,
+            io: Some(io),
+            peer,
+            parser: StreamParser::new(limits),
+            pending: Default::default(),
+            buf: vec![0; READ_BUFFER],
+            header_sent: false,
+            stream_id: String::new(),
+            host: None,
+            bindings,
+            user: None,
+            session: None,
+            outbox: None,
+        }
+    }
+
+    fn io(&mut self) -> &mut Transport {
+        // Invariant: `io` is only None for the instant of a TLS upgrade.
+        self.io.as_mut().expect("transport present outside a TLS upgrade")
+    }
+
+    async fn write(&mut self, data: &str) -> Result<(), End> {
+        let io = self.io();
+        match timeout(WRITE_TIMEOUT, async {
+            io.write_all(data.as_bytes()).await?;
+            io.flush().await
+        })
+        .await
+        {
+            Ok(r) => r.map_err(End::Io),
+            Err(_) => Err(End::Io(std::io::ErrorKind::TimedOut.into())),
+        }
+    }
+
+    async fn write_element(&mut self, el: &Element) -> Result<(), End> {
+        let xml = stream::serialize(el);
+        self.write(&xml).await
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1); a
+    /// header goes first if none was sent yet.
+    async fn stream_error(&mut self, err: StreamError) -> End {
+        if !self.header_sent {
+            let from = self.host.clone().unwrap_or_else(|| self.default_host());
+            let header = stream::response_header(ns::CLIENT, &from, None, &new_stream_id());
+            let _ = self.write(&header).await;
+            self.header_sent = true;
+        }
+        let _ = self.write(&format!("{}</stream:stream>", err.to_xml())).await;
+        End::Error(err)
+    }
+
+    fn default_host(&self) -> String {
+        self.server.config.hosts.first().map(|h| h.name.clone()).unwrap_or_default()
+    }
+
+    /// Reads until the next stream event, or fails at `deadline`.
+    async fn next_event(&mut self, deadline: Option<Instant>) -> Result<StreamEvent, End> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
+            let mut buf = std::mem::take(&mut self.buf);
+            let read = {
+                let io = self.io();
+                match deadline {
+                    Some(d) => match timeout_at(d, io.read(&mut buf)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.buf = buf;
+                            return Err(self.stream_error(StreamError::ConnectionTimeout).await);
+                        }
+                    },
+                    None => io.read(&mut buf).await,
+                }
+            };
+            let n = match read {
+                Ok(0) => {
+                    self.buf = buf;
+                    return Err(End::Closed);
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(End::Io(e));
+                }
+            };
+            let fed = self.feed(&buf[..n]);
+            self.buf = buf;
+            if let Err(e) = fed {
+                return Err(self.stream_error(e).await);
+            }
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        let mut out = Vec::new();
+        let r = self.parser.feed(data, &mut out);
+        self.pending.extend(out);
+        r
+    }
+
+    async fn run(&mut self, deadline: Instant) -> End {
+        match self.negotiate(deadline).await {
+            Ok(()) => self.session_loop().await,
+            Err(end) => end,
+        }
+    }
+
+    /// Stream negotiation up to a bound resource (RFC 6120 §4.3).
+    async fn negotiate(&mut self, deadline: Instant) -> Result<(), End> {
+        loop {
+            let header = match self.next_event(Some(deadline)).await? {
+                StreamEvent::Header(h) => h,
+                _ => return Err(self.stream_error(StreamError::NotWellFormed("expected a stream header".into())).await),
+            };
+            self.open_stream(&header).await?;
+            let secure = self.io().is_tls();
+            let require_tls = self.server.config.global.c2s_require_encryption;
+            self.send_features(secure, require_tls).await?;
+            match (secure || !require_tls, self.user.is_some()) {
+                (false, _) => self.await_starttls(deadline).await?,
+                (true, false) => self.authenticate(deadline).await?,
+                (true, true) => return self.bind(deadline).await,
+            }
+        }
+    }
+
+    async fn open_stream(&mut self, header: &StreamHeader) -> Result<(), End> {
+        if header.local_name != "stream" || header.stream_ns != ns::STREAM {
+            return Err(self.stream_error(StreamError::InvalidNamespace(header.stream_ns.clone())).await);
+        }
+        let to = header.to.as_deref().map(str::to_ascii_lowercase);
+        match to {
+            Some(ref host) if self.server.is_local_domain(host) => {
+                if self.host.as_deref().is_some_and(|h| h != host) {
+                    // A restarted stream must stay on the same host.
+                    return Err(self.stream_error(StreamError::HostUnknown(host.clone())).await);
+                }
+                self.host = Some(host.clone());
+            }
+            Some(host) => {
+                warn!(host = %host, "stream to unknown host");
+                return Err(self.stream_error(StreamError::HostUnknown(host)).await);
+            }
+            None => {
+                return Err(self.stream_error(StreamError::HostUnknown("no 'to' attribute".into())).await);
+            }
+        }
+        let host = self.host.clone().unwrap_or_default();
+        self.stream_id = new_stream_id();
+        let reply = stream::response_header(ns::CLIENT, &host, None, &self.stream_id);
+        self.write(&reply).await?;
+        self.header_sent = true;
+        match header.version.as_deref() {
+            Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0) >= 1 => Ok(()),
+            _ => Err(self.stream_error(StreamError::UnsupportedVersion).await),
+        }
+    }
+
+    fn host_ref(&self) -> &crate::server::Host {
+        // Invariant: open_stream set `host` to a configured host.
+        let name = self.host.as_deref().unwrap_or_default();
+        self.server.host(name).expect("stream host is configured")
+    }
+
+    async fn send_features(&mut self, secure: bool, require_tls: bool) -> Result<(), End> {
+        let mut features = String::from("<stream:features>");
+        if !secure {
+            features.push_str(&format!(
+                "<starttls xmlns='{}'>{}</starttls>",
+                ns::TLS,
+                if require_tls { "<required/>" } else { "" }
+            ));
+        }
+        if (secure || !require_tls) && self.user.is_none() {
+            features.push_str(&format!("<mechanisms xmlns='{}'>", ns::SASL));
+            for m in self.mechanisms(secure) {
+                features.push_str(&format!("<mechanism>{}</mechanism>", m.name()));
+            }
+            features.push_str("</mechanisms>");
+            if let Some(b) = &self.bindings {
+                // XEP-0440: which channel-binding types we support.
+                features.push_str(&format!("<sasl-channel-binding xmlns='{}'>", ns::SASL_CB));
+                for t in b.types() {
+                    features.push_str(&format!("<channel-binding type='{t}'/>"));
+                }
+                features.push_str("</sasl-channel-binding>");
+            }
+            if self.host_ref().config.allow_registration {
+                features.push_str(&format!("<register xmlns='{}'/>", ns::REGISTER_FEATURE));
+            }
+        }
+        if self.user.is_some() {
+            features.push_str(&format!("<bind xmlns='{}'/>", ns::BIND));
+            // RFC 6121 legacy session establishment, optional (RFC 3921bis).
+            features.push_str(&format!("<session xmlns='{}'><optional/></session>", ns::SESSION));
+            let extra: Vec<String> = self.host_ref().hooks.stream_features().iter().map(stream::serialize).collect();
+            for f in extra {
+                features.push_str(&f);
+            }
+        }
+        features.push_str("</stream:features>");
+        self.write(&features).await
+    }
+
+    /// Offered mechanisms: PLAIN only over TLS (RFC 6120 §13.8); -PLUS only
+    /// with channel-binding data; SCRAM only if the backend has keys.
+    fn mechanisms(&self, secure: bool) -> Vec<crate::sasl::Mechanism> {
+        use crate::sasl::Mechanism;
+        let mut out = Vec::new();
+        if self.host_ref().auth.supports_scram() {
+            if self.bindings.as_ref().is_some_and(|b| !b.types().is_empty()) {
+                out.push(Mechanism::ScramSha256Plus);
+                out.push(Mechanism::ScramSha1Plus);
+            }
+            out.push(Mechanism::ScramSha256);
+            out.push(Mechanism::ScramSha1);
+        }
+        if secure {
+            out.push(Mechanism::Plain);
+        }
+        out
+    }
+
+    async fn await_starttls(&mut self, deadline: Instant) -> Result<(), End> {
+        loop {
+            let el = match self.next_event(Some(deadline)).await? {
+                StreamEvent::Stanza(el) => el,
+                StreamEvent::End => return Err(End::Closed),
+                StreamEvent::Header(_) => {
+                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                }
+            };
+            if el.is("starttls", ns::TLS) {
+                self.write(&format!("<proceed xmlns='{}'/>", ns::TLS)).await?;
+                return self.upgrade_tls(deadline).await;
+            }
+            if el.is("auth", ns::SASL) {
+                // RFC 6120 §6.4.? encryption-required: SASL before TLS.
+                self.write(&format!("<failure xmlns='{}'><encryption-required/></failure>", ns::SASL)).await?;
+                continue;
+            }
+            return Err(self.stream_error(StreamError::PolicyViolation("TLS is required".into())).await);
+        }
+    }
+
+    async fn upgrade_tls(&mut self, deadline: Instant) -> Result<(), End> {
+        let Some(Transport::Plain(tcp)) = self.io.take() else {
+            return Err(End::Closed);
+        };
+        let tls = match timeout_at(deadline, self.server.tls.acceptor().accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(End::Io(e)),
+            Err(_) => return Err(End::Io(std::io::ErrorKind::TimedOut.into())),
+        };
+        self.bindings = Some(self.server.tls.channel_bindings(tls.get_ref().1));
+        self.io = Some(Transport::Tls(Box::new(tls)));
+        self.restart_stream();
+        Ok(())
+    }
+
+    fn restart_stream(&mut self) {
+        let limits = self.parser_limits();
+        self.parser = StreamParser::new(limits);
+        self.pending.clear();
+        self.header_sent = false;
+    }
+
+    fn parser_limits(&self) -> Limits {
+        let g = &self.server.config.global;
+        Limits {
+            max_stanza_bytes: if self.user.is_some() { g.c2s_stanza_size_limit } else { g.c2s_preauth_stanza_size_limit },
+            ..Limits::default()
+        }
+    }
+
+    /// SASL (RFC 6120 §6) and, when allowed, in-band registration.
+    async fn authenticate(&mut self, deadline: Instant) -> Result<(), End> {
+        loop {
+            let el = match self.next_event(Some(deadline)).await? {
+                StreamEvent::Stanza(el) => el,
+                StreamEvent::End => return Err(End::Closed),
+                StreamEvent::Header(_) => {
+                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                }
+            };
+            if el.is("auth", ns::SASL) {
+                if self.sasl(&el, deadline).await? {
+                    self.restart_stream();
+                    return Ok(());
+                }
+                continue;
+            }
+            if el.is("abort", ns::SASL) {
+                self.write(&format!("<failure xmlns='{}'><aborted/></failure>", ns::SASL)).await?;
+                continue;
+            }
+            if el.is("iq", ns::CLIENT)
+                && stanza::iq_payload(&el).is_some_and(|p| p.is("query", ns::REGISTER))
+                && self.host_ref().config.allow_registration
+            {
+                self.preauth_register(el).await?;
+                continue;
+            }
+            return Err(self.stream_error(StreamError::NotAuthorized).await);
+        }
+    }
+
+    async fn preauth_register(&mut self, mut iq: Element) -> Result<(), End> {
+        let host = self.host.clone().unwrap_or_default();
+        stanza::remove_attr(&mut iq, "from");
+        let kind = match iq.attr("type") {
+            Some("get") => IqType::Get,
+            Some("set") => IqType::Set,
+            _ => return Ok(()),
+        };
+        let Some(handler) = self.host_ref().hooks.iq_handler(ns::REGISTER, kind) else {
+            return Ok(());
+        };
+        let Some(payload) = stanza::iq_payload(&iq) else { return Ok(()) };
+        let to = jid::Jid::new(&host).map_err(|_| End::Closed)?;
+        let req = IqRequest { iq: &iq, payload, host: &host, from: None, to, session: None };
+        let reply = match handler.handle(&self.server, req).await {
+            Ok(payload) => stanza::iq_result(&iq, payload),
+            Err(err) => match stanza::error_reply(&iq, &err) {
+                Some(r) => r,
+                None => return Ok(()),
+            },
+        };
+        self.write_element(&reply).await
+    }
+
+    /// Resource binding (RFC 6120 §7) and then the session is live.
+    async fn bind(&mut self, deadline: Instant) -> Result<(), End> {
+        loop {
+            let el = match self.next_event(Some(deadline)).await? {
+                StreamEvent::Stanza(el) => el,
+                StreamEvent::End => return Err(End::Closed),
+                StreamEvent::Header(_) => {
+                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                }
+            };
+            let Some(bind) = el.get_child("bind", ns::BIND).filter(|_| el.is("iq", ns::CLIENT)) else {
+                if el.is("iq", ns::CLIENT) && el.attr("type").is_some_and(|t| t == "get" || t == "set") {
+                    // Before binding the client has no address to answer to.
+                    let err = StanzaError::not_authorized();
+                    if let Some(reply) = stanza::error_reply(&el, &err) {
+                        self.write_element(&reply).await?;
+                    }
+                    continue;
+                }
+                return Err(self.stream_error(StreamError::NotAuthorized).await);
+            };
+            if el.attr("type") != Some("set") {
+                if let Some(reply) = stanza::error_reply(&el, &StanzaError::bad_request()) {
+                    self.write_element(&reply).await?;
+                }
+                continue;
+            }
+            let requested = bind.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
+            let resource = if requested.trim().is_empty() { generated_resource() } else { requested };
+            let user = self.user.clone().unwrap_or_default();
+            let host = self.host.clone().unwrap_or_default();
+            let Some(full) = Server::full_jid(&user, &host, &resource) else {
+                let err = StanzaError::bad_request().with_text("invalid resource");
+                if let Some(reply) = stanza::error_reply(&el, &err) {
+                    self.write_element(&reply).await?;
+                }
+                continue;
+            };
+            let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
+            let session = Arc::new(Session::new(full.clone(), tx, CancellationToken::new()));
+            if let Some(old) = self.server.sessions.insert(session.clone()) {
+                info!(jid = %full, "resource conflict: replacing the older session");
+                old.close(StreamError::Conflict);
+            }
+            tracing::Span::current().record("jid", tracing::field::display(&full));
+            info!("session bound");
+            let mut jid_el = Element::bare("jid", ns::BIND);
+            jid_el.append_text(full.to_string());
+            let mut bind_el = Element::bare("bind", ns::BIND);
+            bind_el.append_child(jid_el);
+            let mut result = stanza::new_stanza("iq", &[("type", "result")]);
+            if let Some(id) = el.attr("id") {
+                stanza::set_attr(&mut result, "id", id);
+            }
+            result.append_child(bind_el);
+            self.write_element(&result).await?;
+            self.session = Some(session.clone());
+            self.outbox = Some(rx);
+            let host = self.server.host(&host).expect("stream host is configured");
+            host.hooks.fire(&self.server, &Event::SessionBound { session: &session }).await;
+            return Ok(());
+        }
+    }
+}
+
+fn new_stream_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn generated_resource() -> String {
+    format!("jackdaw-{}", &new_stream_id()[..12])
+}
+
+impl Connection {
+    /// The bound session: client stanzas to the router, the outbox to the
+    /// socket, pings when the line goes quiet (XEP-0199 dead-peer check).
+    async fn session_loop(&mut self) -> End {
+        let Some(session) = self.session.clone() else { return End::Closed };
+        let Some(mut outbox) = self.outbox.take() else { return End::Closed };
+        self.parser.set_limits(self.parser_limits());
+        let g = &self.server.config.global;
+        let ping_interval = Duration::from_secs(g.c2s_ping_interval);
+        let ping_timeout = Duration::from_secs(g.c2s_ping_timeout);
+        let shutdown = self.server.shutdown.clone();
+        let mut last_read = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let mut buf = std::mem::take(&mut self.buf);
+        let end = loop {
+            while let Some(ev) = self.pending.pop_front() {
+                match ev {
+                    StreamEvent::Stanza(el) => {
+                        if let Err(end) = self.handle_client_stanza(&session, el).await {
+                            self.buf = buf;
+                            return end;
+                        }
+                    }
+                    StreamEvent::End => {
+                        let _ = self.write("</stream:stream>").await;
+                        self.buf = buf;
+                        return End::Closed;
+                    }
+                    StreamEvent::Header(_) => {
+                        self.buf = buf;
+                        return self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await;
+                    }
+                }
+            }
+            let wake = match ping_sent {
+                Some(sent) => sent + ping_timeout,
+                None => last_read + ping_interval,
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break self.stream_error(StreamError::SystemShutdown).await,
+                _ = session.kill.cancelled() => {
+                    break self.stream_error(StreamError::PolicyViolation("too many unread stanzas".into())).await
+                }
+                out = outbox.recv() => match out {
+                    Some(Outbound::Stanza(el)) => {
+                        if let Err(e) = self.write_element(&el).await {
+                            break e;
+                        }
+                    }
+                    Some(Outbound::Close(err)) => break self.stream_error(err).await,
+                    None => break End::Closed,
+                },
+                read = self.io.as_mut().expect("transport present").read(&mut buf) => match read {
+                    Ok(0) => break End::Closed,
+                    Ok(n) => {
+                        last_read = Instant::now();
+                        ping_sent = None;
+                        if let Err(e) = self.feed(&buf[..n]) {
+                            break self.stream_error(e).await;
+                        }
+                    }
+                    Err(e) => break End::Io(e),
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if ping_sent.is_some() {
+                        break self.stream_error(StreamError::ConnectionTimeout).await;
+                    }
+                    let host = self.host.clone().unwrap_or_default();
+                    let ping = format!(
+                        "<iq type='get' id='ping-{}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
+                        short_id(), stream::escape(&host), stream::escape(&session.jid.to_string()), ns::PING
+                    );
+                    if let Err(e) = self.write(&ping).await {
+                        break e;
+                    }
+                    ping_sent = Some(Instant::now());
+                }
+            }
+        };
+        self.buf = buf;
+        // Stanzas still queued when the stream ends are bounced so their
+        // senders learn they were not delivered (RFC 6121 §8.5.3.2.1 spirit).
+        outbox.close();
+        while let Ok(out) = outbox.try_recv() {
+            if let Outbound::Stanza(el) = out {
+                self.requeue_undelivered(el).await;
+            }
+        }
+        end
+    }
+
+    /// A stanza the client sent on its bound session.
+    async fn handle_client_stanza(&mut self, session: &Arc<Session>, mut el: Element) -> Result<(), End> {
+        if el.ns() != ns::CLIENT {
+            return Err(self.stream_error(StreamError::InvalidNamespace(el.ns())).await);
+        }
+        if !matches!(el.name(), "message" | "presence" | "iq") {
+            return Err(self.stream_error(StreamError::UnsupportedStanzaType(el.name().to_string())).await);
+        }
+        // RFC 6120 §8.1.2.1: the server stamps the sender's full JID; a
+        // client may only claim its own bare or full JID.
+        if let Some(from) = el.attr("from") {
+            let ok = jid::Jid::new(from).is_ok_and(|j| j.as_str() == session.jid.as_str() || j == jid::Jid::from(session.bare()));
+            if !ok {
+                return Err(self.stream_error(StreamError::InvalidFrom).await);
+            }
+        }
+        stanza::set_attr(&mut el, "from", session.jid.to_string());
+        debug!(kind = el.name(), r#type = el.attr("type").unwrap_or(""), id = el.attr("id").unwrap_or(""), to = el.attr("to").unwrap_or(""), "stanza from client");
+        if el.name() == "iq" && el.get_child("session", ns::SESSION).is_some() && el.attr("to").is_none() {
+            // Legacy session establishment: nothing to do but agree.
+            let reply = stanza::iq_result(&el, None);
+            session.send(reply);
+            return Ok(());
+        }
+        self.server.route(el, Some(session)).await;
+        Ok(())
+    }
+
+    /// Messages queued for a session that ended go back through the router
+    /// (to another resource or offline storage) rather than being lost.
+    async fn requeue_undelivered(&self, el: Element) {
+        if el.name() == "message" && !stanza::is_error(&el) {
+            let mut el = el;
+            if let Some(session) = &self.session {
+                stanza::set_attr(&mut el, "to", session.bare().to_string());
+            }
+            self.server.route(el, None).await;
+        }
+    }
+
+    /// Unregisters the session and tells the modules, so contacts see it
+    /// go offline (also after an abrupt TCP loss).
+    async fn finish(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.server.sessions.remove(&session);
+            if let Some(host) = self.server.host(session.jid.domain().as_str()) {
+                host.hooks.fire(&self.server, &Event::SessionClosed { session: &session }).await;
+            }
+            info!("session ended");
+        }
+        if let Some(io) = self.io.as_mut() {
+            let _ = timeout(Duration::from_secs(2), io.shutdown()).await;
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Configuration: one TOML file shaped like prosody.cfg.lua.
+//!
+//! Global options sit at the top level; `[hosts."example.com"]` tables hold
+//! a virtual host's options and inherit (and may override) the global ones;
+//! `[components."rooms.example.com"]` tables declare components. Option
+//! names are Prosody's. Every key is checked against the keys core and the
+//! modules declare, and each unknown key is reported with its file, line and
+//! the nearest valid name, so a typo never silently changes behaviour.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+/// Keys that only make sense once, for the whole server.
+pub const GLOBAL_KEYS: &[&str] = &[
+    "interfaces",
+    "c2s_ports",
+    "c2s_direct_tls_ports",
+    "http_ports",
+    "https_ports",
+    "component_ports",
+    "data_path",
+    "c2s_require_encryption",
+    "c2s_stanza_size_limit",
+    "c2s_preauth_stanza_size_limit",
+    "c2s_timeout",
+    "c2s_ping_interval",
+    "c2s_ping_timeout",
+    "c2s_max_connections",
+    "certificates",
+    "log",
+    "limit_auth_period",
+    "limit_auth_max",
+    "hosts",
+    "components",
+];
+
+/// Keys valid globally and per host (a host inherits the global value).
+pub const HOST_KEYS: &[&str] = &[
+    "authentication",
+    "allow_registration",
+    "modules_enabled",
+    "modules_disabled",
+    "admins",
+    "enabled",
+];
+
+/// Keys valid in a component table, besides its module's options.
+pub const COMPONENT_KEYS: &[&str] = &["module", "component_secret", "name"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Every problem found, each already formatted `file:line: message`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+fn default_interfaces() -> Vec<String> {
+    vec!["127.0.0.1".into()]
+}
+fn default_c2s_ports() -> Vec<u16> {
+    vec![5222]
+}
+fn default_c2s_direct_tls_ports() -> Vec<u16> {
+    vec![5223]
+}
+fn default_http_ports() -> Vec<u16> {
+    vec![5280]
+}
+fn default_data_path() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_stanza_limit() -> usize {
+    256 * 1024
+}
+fn default_preauth_limit() -> usize {
+    10 * 1024
+}
+fn default_c2s_timeout() -> u64 {
+    60
+}
+fn default_ping_interval() -> u64 {
+    300
+}
+fn default_ping_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_log() -> String {
+    "info".into()
+}
+fn default_limit_auth_period() -> u64 {
+    60
+}
+fn default_limit_auth_max() -> u32 {
+    10
+}
+
+/// Server-wide options, Prosody names, defaults beside each field.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GlobalConfig {
+    #[serde(default = "default_interfaces")]
+    pub interfaces: Vec<String>,
+    #[serde(default = "default_c2s_ports")]
+    pub c2s_ports: Vec<u16>,
+    /// XEP-0368 direct TLS.
+    #[serde(default = "default_c2s_direct_tls_ports")]
+    pub c2s_direct_tls_ports: Vec<u16>,
+    #[serde(default = "default_http_ports")]
+    pub http_ports: Vec<u16>,
+    #[serde(default)]
+    pub https_ports: Vec<u16>,
+    #[serde(default)]
+    pub component_ports: Vec<u16>,
+    #[serde(default = "default_data_path")]
+    pub data_path: PathBuf,
+    #[serde(default = "default_true")]
+    pub c2s_require_encryption: bool,
+    /// Bytes per stanza once authenticated.
+    #[serde(default = "default_stanza_limit")]
+    pub c2s_stanza_size_limit: usize,
+    /// Bytes per stanza before authentication, kept small so an
+    /// anonymous peer cannot make the server buffer much.
+    #[serde(default = "default_preauth_limit")]
+    pub c2s_preauth_stanza_size_limit: usize,
+    /// Seconds an unauthenticated connection may take to log in.
+    #[serde(default = "default_c2s_timeout")]
+    pub c2s_timeout: u64,
+    /// Seconds of silence after which the server pings the client.
+    #[serde(default = "default_ping_interval")]
+    pub c2s_ping_interval: u64,
+    /// Seconds to wait for any traffic after that ping before closing
+    /// with connection-timeout.
+    #[serde(default = "default_ping_timeout")]
+    pub c2s_ping_timeout: u64,
+    #[serde(default = "default_max_connections")]
+    pub c2s_max_connections: usize,
+    /// Directory of certificates (`HOST.crt`/`HOST.key`), relative to
+    /// data_path unless absolute. Self-signed ones are made when missing.
+    #[serde(default)]
+    pub certificates: Option<PathBuf>,
+    /// Log filter: a level (`debug`, `info`, ...) or a tracing filter.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Failed logins allowed per source address per period (mod_limit_auth).
+    #[serde(default = "default_limit_auth_period")]
+    pub limit_auth_period: u64,
+    #[serde(default = "default_limit_auth_max")]
+    pub limit_auth_max: u32,
+}
+
+impl GlobalConfig {
+    pub fn certificates_dir(&self) -> PathBuf {
+        match &self.certificates {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => self.data_path.join(p),
+            None => self.data_path.join("certs"),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_path.join("jackdaw.sqlite")
+    }
+}
+
+fn default_authentication() -> String {
+    "internal_hashed".into()
+}
+
+/// Options of one virtual host after inheritance.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostConfig {
+    #[serde(skip)]
+    pub name: String,
+    #[serde(default = "default_authentication")]
+    pub authentication: String,
+    #[serde(default)]
+    pub allow_registration: bool,
+    #[serde(default)]
+    pub modules_enabled: Vec<String>,
+    #[serde(default)]
+    pub modules_disabled: Vec<String>,
+    #[serde(default)]
+    pub admins: Vec<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Every option in effect for the host (global then host), from which
+    /// each module deserialises its own config struct.
+    #[serde(skip)]
+    pub options: toml::Table,
+}
+
+impl HostConfig {
+    /// Deserialises a module's config struct from the host's options.
+    pub fn module_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        toml::Value::Table(self.options.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("host {}: {}", self.name, e.message()))
+    }
+}
+
+/// A `[components."name"]` table.
+#[derive(Debug, Clone)]
+pub struct ComponentConfig {
+    pub name: String,
+    pub module: Option<String>,
+    pub options: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub global: GlobalConfig,
+    pub hosts: Vec<HostConfig>,
+    pub components: Vec<ComponentConfig>,
+    /// Where it was read from, for messages.
+    pub source: Option<PathBuf>,
+}
+
+/// Option names declared by modules, so the key check knows them.
+#[derive(Debug, Default, Clone)]
+pub struct KnownOptions {
+    pub host: Vec<&'static str>,
+    pub component: Vec<&'static str>,
+}
+
+impl Config {
+    /// The embedded default: host `localhost`, everything on loopback.
+    pub fn embedded_default() -> Self {
+        Self::parse("", None, &KnownOptions::default()).expect("the empty config is valid")
+    }
+
+    pub fn load(path: &Path, known: &KnownOptions) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, Some(path), known)
+    }
+
+    pub fn parse(text: &str, path: Option<&Path>, known: &KnownOptions) -> Result<Self, ConfigError> {
+        let file = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<config>".into());
+        let mut problems = check_keys(text, &file, known);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(vec![format!("{file}: {e}")]))?;
+        let hosts_table = take_tables(&mut table, "hosts", &file, &mut problems);
+        let components_table = take_tables(&mut table, "components", &file, &mut problems);
+
+        let global: GlobalConfig = match toml::Value::Table(table.clone()).try_into() {
+            Ok(g) => g,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                problems.push(format!("{file}: {}", e.message()));
+                return Err(ConfigError::Invalid(problems));
+            }
+        };
+        // Global options that a host inherits: everything but the
+        // server-wide keys.
+        let mut inheritable = table.clone();
+        inheritable.retain(|k, _| !GLOBAL_KEYS.contains(&k.as_ref()));
+
+        let mut hosts = Vec::new();
+        let host_list = if hosts_table.is_empty() {
+            vec![("localhost".to_string(), toml::Table::new())]
+        } else {
+            hosts_table
+        };
+        for (name, own) in host_list {
+            let mut options = inheritable.clone();
+            options.extend(own);
+            match toml::Value::Table(options.clone()).try_into::<HostConfig>() {
+                Ok(mut host) => {
+                    host.name = name.to_ascii_lowercase();
+                    host.options = options;
+                    if host.enabled {
+                        hosts.push(host);
+                    }
+                }
+                Err(e) => problems.push(format!("{file}: host {name}: {}", e.message())),
+            }
+        }
+        let mut components = Vec::new();
+        for (name, options) in components_table {
+            let module = match options.get("module") {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    problems.push(format!("{file}: component {name}: module must be a string"));
+                    None
+                }
+            };
+            components.push(ComponentConfig { name: name.to_ascii_lowercase(), module, options });
+        }
+        let config = Config { global, hosts, components, source: path.map(Path::to_path_buf) };
+        problems.extend(config.validate().into_iter().map(|p| format!("{file}: {p}")));
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// Checks bounds and combinations; returns every problem.
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let g = &self.global;
+        if g.c2s_stanza_size_limit < 10_000 {
+            problems.push("c2s_stanza_size_limit must be at least 10000 (RFC 6120 §13.12)".into());
+        }
+        if g.c2s_preauth_stanza_size_limit < 1024 {
+            problems.push("c2s_preauth_stanza_size_limit must be at least 1024".into());
+        }
+        if g.c2s_timeout == 0 {
+            problems.push("c2s_timeout must be at least 1 second".into());
+        }
+        if g.c2s_ping_timeout == 0 || g.c2s_ping_interval == 0 {
+            problems.push("c2s_ping_interval and c2s_ping_timeout must be at least 1 second".into());
+        }
+        if g.interfaces.is_empty() {
+            problems.push("interfaces must list at least one address".into());
+        }
+        for i in &g.interfaces {
+            if i != "*" && i.parse::<std::net::IpAddr>().is_err() {
+                problems.push(format!("interfaces: {i:?} is not an IP address or \"*\""));
+            }
+        }
+        if self.hosts.is_empty() {
+            problems.push("no enabled virtual host".into());
+        }
+        for h in &self.hosts {
+            if jid::BareJid::new(&h.name).is_err() || h.name.contains('@') {
+                problems.push(format!("host {:?} is not a valid domain", h.name));
+            }
+            if !matches!(h.authentication.as_str(), "internal_hashed" | "http") {
+                problems.push(format!(
+                    "host {}: authentication = {:?} is not one of \"internal_hashed\", \"http\"",
+                    h.name, h.authentication
+                ));
+            }
+        }
+        problems
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostConfig> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+fn take_tables(
+    table: &mut toml::Table,
+    key: &str,
+    file: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(String, toml::Table)> {
+    match table.remove(key) {
+        None => Vec::new(),
+        Some(toml::Value::Table(t)) => t
+            .into_iter()
+            .filter_map(|(name, v)| match v {
+                toml::Value::Table(t) => Some((name, t)),
+                _ => {
+                    problems.push(format!("{file}: {key}.{name} must be a table"));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            problems.push(format!("{file}: {key} must be a table of tables"));
+            Vec::new()
+        }
+    }
+}
+
+/// Checks every key against the known ones, reporting `file:line`.
+fn check_keys(text: &str, file: &str, known: &KnownOptions) -> Vec<String> {
+    let mut problems = Vec::new();
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            return vec![format!("{file}:{line}: {}", e.message())];
+        }
+    };
+    let top: Vec<&str> = GLOBAL_KEYS
+        .iter()
+        .chain(HOST_KEYS)
+        .chain(&known.host)
+        .copied()
+        .collect();
+    let host: Vec<&str> = HOST_KEYS.iter().chain(&known.host).copied().collect();
+    let component: Vec<&str> = COMPONENT_KEYS.iter().chain(&known.component).copied().collect();
+    let unknown = |key: &toml::Spanned<std::borrow::Cow<'_, str>>, valid: &[&str], ctx: &str| {
+        let name: &str = key.get_ref();
+        let line = line_of(text, key.span().start);
+        let nearest = valid
+            .iter()
+            .map(|v| (strsim::jaro_winkler(name, v), *v))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, v)| format!(" (did you mean \"{v}\"?)"))
+            .unwrap_or_default();
+        format!("{file}:{line}: unknown option \"{name}\"{ctx}{nearest}")
+    };
+    for (key, value) in doc.get_ref().iter() {
+        let name: &str = key.get_ref();
+        if !top.contains(&name) {
+            problems.push(unknown(key, &top, ""));
+            continue;
+        }
+        let (valid, what) = match name {
+            "hosts" => (&host, "host"),
+            "components" => (&component, "component"),
+            _ => continue,
+        };
+        let DeValue::Table(entries) = value.get_ref() else { continue };
+        for (entry_name, entry) in entries.iter() {
+            let DeValue::Table(options) = entry.get_ref() else { continue };
+            let ctx = format!(" in {what} \"{}\"", entry_name.get_ref());
+            for (opt, _) in options.iter() {
+                if !valid.contains(&opt.get_ref().as_ref()) {
+                    problems.push(unknown(opt, valid, &ctx));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> KnownOptions {
+        KnownOptions { host: vec!["http_auth_url"], component: vec!["muc_http_auth_url"] }
+    }
+
+    #[test]
+    fn empty_config_is_the_embedded_default() {
+        let c = Config::embedded_default();
+        assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.hosts[0].name, "localhost");
+        assert_eq!(c.global.c2s_ports, vec![5222]);
+        assert_eq!(c.global.c2s_direct_tls_ports, vec![5223]);
+        assert_eq!(c.global.http_ports, vec![5280]);
+        assert_eq!(c.global.data_path, PathBuf::from("./data"));
+        assert!(c.global.c2s_require_encryption);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_nearest() {
+        let text = "c2s_ports = [5222]\n\nc2s_prots = [1]\n";
+        let err = Config::parse(text, Some(Path::new("j.toml")), &known()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("j.toml:3:"), "{msg}");
+        assert!(msg.contains("\"c2s_prots\""), "{msg}");
+        assert!(msg.contains("did you mean \"c2s_ports\""), "{msg}");
+    }
+
+    #[test]
+    fn unknown_host_key_is_reported_in_its_table() {
+        let text = "[hosts.\"example.com\"]\nhttp_auth_ur = \"x\"\n";
+        let msg = Config::parse(text, None, &known()).unwrap_err().to_string();
+        assert!(msg.contains(":2:") && msg.contains("http_auth_url"), "{msg}");
+    }
+
+    #[test]
+    fn host_inherits_and_overrides_global_options() {
+        let text = "allow_registration = true\nhttp_auth_url = \"g\"\n\
+            [hosts.\"a.example\"]\n[hosts.\"b.example\"]\nallow_registration = false\n";
+        let c = Config::parse(text, None, &known()).unwrap();
+        assert!(c.host("a.example").unwrap().allow_registration);
+        assert!(!c.host("b.example").unwrap().allow_registration);
+        assert_eq!(c.host("b.example").unwrap().options["http_auth_url"].as_str(), Some("g"));
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = "c2s_stanza_size_limit = 10\nc2s_timeout = 0\n";
+        let msg = Config::parse(text, None, &known()).unwrap_err().to_string();
+        assert!(msg.contains("c2s_stanza_size_limit") && msg.contains("c2s_timeout"), "{msg}");
+    }
+
+    #[test]
+    fn components_are_read() {
+        let text = "[components.\"rooms.example.com\"]\nmodule = \"muc\"\nmuc_http_auth_url = \"u\"\n";
+        let c = Config::parse(text, None, &known()).unwrap();
+        assert_eq!(c.components[0].module.as_deref(), Some("muc"));
+    }
+}

@@ -1,0 +1,156 @@
+//! The event/hook bus. Modules register IQ handlers by payload namespace
+//! and listeners for session and stanza events, as Prosody's modules hook
+//! events; listeners run in priority order until one says `Handled::Yes`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jid::{BareJid, Jid};
+use minidom::Element;
+
+use crate::server::Server;
+use crate::session::Session;
+use crate::stanza::StanzaError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Yes,
+    No,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IqType {
+    Get,
+    Set,
+}
+
+/// An IQ get/set addressed to the server or to an account's bare JID.
+pub struct IqRequest<'a> {
+    pub iq: &'a Element,
+    pub payload: &'a Element,
+    /// The virtual host the IQ is addressed to (or comes from).
+    pub host: &'a str,
+    /// The sender; None before authentication (in-band registration).
+    pub from: Option<&'a Jid>,
+    /// The addressee: the host itself or a local bare JID.
+    pub to: Jid,
+    pub session: Option<&'a Arc<Session>>,
+}
+
+impl IqRequest<'_> {
+    /// True when the IQ is addressed to the sender's own account (a
+    /// missing `to` means the account, RFC 6120 §10.3.3).
+    pub fn is_to_own_account(&self) -> bool {
+        match self.from {
+            Some(from) => self.to.as_str() == from.to_bare().as_str(),
+            None => false,
+        }
+    }
+
+    pub fn is_to_host(&self) -> bool {
+        self.to.node().is_none()
+    }
+}
+
+/// Answers an IQ: `Ok(Some(payload))` or `Ok(None)` for an empty result,
+/// `Err` for an error reply.
+#[async_trait]
+pub trait IqHandler: Send + Sync {
+    async fn handle(&self, server: &Server, req: IqRequest<'_>) -> Result<Option<Element>, StanzaError>;
+}
+
+/// Events modules may listen to.
+pub enum Event<'a> {
+    /// A resource was bound; the session is routable.
+    SessionBound { session: &'a Arc<Session> },
+    /// The session ended (cleanly or not); it is already unregistered.
+    SessionClosed { session: &'a Arc<Session> },
+    /// A presence stanza sent by a local session, `from` stamped.
+    PresenceOut { session: &'a Arc<Session>, stanza: &'a Element },
+    /// A presence stanza addressed to a local account (bare or full JID).
+    PresenceIn { to: &'a Jid, stanza: &'a Element },
+    /// A message for a local account with no resource to take it.
+    MessageOffline { to: &'a BareJid, stanza: &'a Element },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    SessionBound,
+    SessionClosed,
+    PresenceOut,
+    PresenceIn,
+    MessageOffline,
+}
+
+impl Event<'_> {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::SessionBound { .. } => EventKind::SessionBound,
+            Event::SessionClosed { .. } => EventKind::SessionClosed,
+            Event::PresenceOut { .. } => EventKind::PresenceOut,
+            Event::PresenceIn { .. } => EventKind::PresenceIn,
+            Event::MessageOffline { .. } => EventKind::MessageOffline,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Hook: Send + Sync {
+    async fn handle(&self, server: &Server, event: &Event<'_>) -> Handled;
+}
+
+/// The hooks and features of one virtual host.
+#[derive(Default)]
+pub struct Hooks {
+    iq: HashMap<(String, IqType), Arc<dyn IqHandler>>,
+    listeners: Vec<(EventKind, i32, Arc<dyn Hook>)>,
+    features: Vec<String>,
+    /// Stream features a module adds after authentication (e.g. rosterver).
+    stream_features: Vec<Element>,
+}
+
+impl Hooks {
+    pub fn on_iq(&mut self, ns: &str, kind: IqType, handler: Arc<dyn IqHandler>) {
+        self.iq.insert((ns.to_string(), kind), handler);
+    }
+
+    /// Registers a listener; higher priority runs first.
+    pub fn on(&mut self, kind: EventKind, priority: i32, hook: Arc<dyn Hook>) {
+        self.listeners.push((kind, priority, hook));
+        self.listeners.sort_by_key(|(_, p, _)| -p);
+    }
+
+    /// Advertises a disco#info feature for the host.
+    pub fn add_feature(&mut self, feature: &str) {
+        if !self.features.iter().any(|f| f == feature) {
+            self.features.push(feature.to_string());
+        }
+    }
+
+    pub fn add_stream_feature(&mut self, el: Element) {
+        self.stream_features.push(el);
+    }
+
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    pub fn stream_features(&self) -> &[Element] {
+        &self.stream_features
+    }
+
+    pub fn iq_handler(&self, ns: &str, kind: IqType) -> Option<Arc<dyn IqHandler>> {
+        self.iq.get(&(ns.to_string(), kind)).cloned()
+    }
+
+    pub async fn fire(&self, server: &Server, event: &Event<'_>) -> Handled {
+        let kind = event.kind();
+        for (k, _, hook) in &self.listeners {
+            if *k == kind && hook.handle(server, event).await == Handled::Yes {
+                return Handled::Yes;
+            }
+        }
+        Handled::No
+    }
+}

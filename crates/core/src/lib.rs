@@ -1,0 +1,18 @@
+//! Jackdaw's core: XML streams with limits, client connections, the router
+//! and session registry, the hook bus modules register on, configuration,
+//! and the storage and authentication traits that backends implement.
+
+pub mod auth;
+pub mod c2s;
+pub mod config;
+pub mod hooks;
+pub mod sasl;
+pub mod server;
+pub mod session;
+pub mod stanza;
+pub mod storage;
+pub mod stream;
+pub mod tls;
+
+pub use jid;
+pub use minidom;

@@ -1,0 +1,319 @@
+//! The server context shared by every connection and module, and the
+//! router: one place where each stanza's destination is decided (RFC 6121
+//! §8 delivery rules), so nothing writes to another session's socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::auth::rate_limit::AuthRateLimiter;
+use crate::config::{Config, HostConfig};
+use crate::hooks::{Event, Handled, Hooks, IqRequest, IqType};
+use crate::session::{Session, SessionRegistry};
+use crate::stanza::{self, StanzaError, StanzaKind};
+use crate::storage::Stores;
+use crate::stream::ns;
+use crate::tls::Tls;
+
+/// One virtual host: its options, authentication backend and hooks.
+pub struct Host {
+    pub config: HostConfig,
+    pub auth: Arc<dyn Authenticator>,
+    pub hooks: Hooks,
+}
+
+pub struct Server {
+    pub config: Config,
+    pub hosts: HashMap<String, Host>,
+    pub sessions: SessionRegistry,
+    pub stores: Stores,
+    pub tls: Tls,
+    pub auth_limiter: AuthRateLimiter,
+    /// Cancelled on SIGTERM: every connection closes with system-shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them to flush.
+    pub tasks: TaskTracker,
+}
+
+impl Server {
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.get(name)
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.hosts.contains_key(domain)
+    }
+
+    /// Routes a stanza whose `from` is already trustworthy (stamped by the
+    /// stream it arrived on, or built by the server).
+    pub async fn route(&self, stanza: Element, origin: Option<&Arc<Session>>) {
+        let Some(kind) = StanzaKind::of(&stanza) else { return };
+        let to = match stanza.attr("to") {
+            None => None,
+            Some(s) => match Jid::new(s) {
+                Ok(j) => Some(j),
+                Err(_) => {
+                    self.bounce(&stanza, StanzaError::jid_malformed());
+                    return;
+                }
+            },
+        };
+        match kind {
+            StanzaKind::Presence => self.route_presence(stanza, to, origin).await,
+            StanzaKind::Message => self.route_message(stanza, to).await,
+            StanzaKind::Iq => self.route_iq(stanza, to, origin).await,
+        }
+    }
+
+    /// Sends an error reply back to the stanza's sender, if it is allowed
+    /// one (never for errors).
+    pub fn bounce(&self, stanza: &Element, err: StanzaError) {
+        if let Some(reply) = stanza::error_reply(stanza, &err) {
+            self.deliver_direct(reply);
+        }
+    }
+
+    /// Delivers a server-generated stanza to the local full JID in `to`,
+    /// without delivery rules (replies to IQs, errors, pushes).
+    pub fn deliver_direct(&self, stanza: Element) -> bool {
+        let Some(to) = stanza::to_jid(&stanza) else { return false };
+        match to.try_into_full() {
+            Ok(full) => match self.sessions.get(&full) {
+                Some(s) => s.send(stanza),
+                None => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    async fn route_presence(&self, stanza: Element, to: Option<Jid>, origin: Option<&Arc<Session>>) {
+        if let Some(session) = origin {
+            let ev = Event::PresenceOut { session, stanza: &stanza };
+            if let Some(host) = self.host(session.jid.domain().as_str())
+                && host.hooks.fire(self, &ev).await == Handled::Yes
+            {
+                return;
+            }
+        }
+        let Some(to) = to else { return };
+        if self.is_local_domain(to.domain().as_str()) {
+            if to.node().is_none() {
+                return; // presence to the server itself: nothing to do
+            }
+            let ev = Event::PresenceIn { to: &to, stanza: &stanza };
+            if let Some(host) = self.host(to.domain().as_str())
+                && host.hooks.fire(self, &ev).await == Handled::Yes
+            {
+                return;
+            }
+            // Without a presence module: deliver to a full JID as is.
+            if let Ok(full) = to.try_into_full()
+                && let Some(s) = self.sessions.get(&full)
+            {
+                s.send(stanza);
+            }
+        }
+        // Presence to remote domains is dropped until federation exists.
+    }
+
+    async fn route_message(&self, stanza: Element, to: Option<Jid>) {
+        let msg_type = stanza.attr("type").unwrap_or("normal").to_string();
+        let Some(to) = to else {
+            // A message to nobody is for the user's own account.
+            if let Some(from) = stanza::from_jid(&stanza) {
+                let bare = from.to_bare();
+                self.deliver_message_to_bare(stanza, &bare, &msg_type).await;
+            }
+            return;
+        };
+        let domain = to.domain().as_str().to_string();
+        if !self.is_local_domain(&domain) {
+            self.bounce(&stanza, StanzaError::remote_server_not_found());
+            return;
+        }
+        if to.node().is_none() {
+            // Messages to the server: nothing consumes them yet (RFC 6121 §8.5.1).
+            if msg_type != "error" && msg_type != "headline" {
+                self.bounce(&stanza, StanzaError::service_unavailable());
+            }
+            return;
+        }
+        match to.try_into_full() {
+            Ok(full) => {
+                if let Some(s) = self.sessions.get(&full) {
+                    s.send(stanza);
+                    return;
+                }
+                // RFC 6121 §8.5.3.2: no such resource.
+                match msg_type.as_str() {
+                    "normal" | "chat" => {
+                        self.deliver_message_to_bare(stanza, &full.to_bare(), &msg_type).await
+                    }
+                    "groupchat" => self.bounce(&stanza, StanzaError::service_unavailable()),
+                    _ => {} // headline and error are silently dropped
+                }
+            }
+            Err(bare) => self.deliver_message_to_bare(stanza, &bare, &msg_type).await,
+        }
+    }
+
+    /// RFC 6121 §8.5.2: a message for a local bare JID.
+    async fn deliver_message_to_bare(&self, stanza: Element, bare: &BareJid, msg_type: &str) {
+        let resources: Vec<Arc<Session>> = self
+            .sessions
+            .resources(bare)
+            .into_iter()
+            .filter(|s| s.is_available() && s.priority() >= 0)
+            .collect();
+        if msg_type == "groupchat" {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+            return;
+        }
+        if !resources.is_empty() {
+            let targets: Vec<&Arc<Session>> = if msg_type == "headline" {
+                resources.iter().collect()
+            } else {
+                let top = resources.iter().map(|s| s.priority()).max().unwrap_or(0);
+                resources.iter().filter(|s| s.priority() == top).collect()
+            };
+            for s in targets {
+                s.send(stanza.clone());
+            }
+            return;
+        }
+        if msg_type == "error" || msg_type == "headline" {
+            return;
+        }
+        let Some(host) = self.host(bare.domain().as_str()) else { return };
+        let node = bare.node().map(|n| n.as_str()).unwrap_or_default();
+        match host.auth.user_exists(bare.domain().as_str(), node).await {
+            Ok(true) => {
+                let ev = Event::MessageOffline { to: bare, stanza: &stanza };
+                if host.hooks.fire(self, &ev).await == Handled::No {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
+                }
+            }
+            Ok(false) => self.bounce(&stanza, StanzaError::service_unavailable()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check account for offline message");
+                self.bounce(&stanza, StanzaError::internal_server_error());
+            }
+        }
+    }
+
+    async fn route_iq(&self, stanza: Element, to: Option<Jid>, origin: Option<&Arc<Session>>) {
+        let iq_type = match stanza.attr("type") {
+            Some("get") => Some(IqType::Get),
+            Some("set") => Some(IqType::Set),
+            Some("result") | Some("error") => None,
+            _ => {
+                self.bounce(&stanza, StanzaError::bad_request());
+                return;
+            }
+        };
+        let from = stanza::from_jid(&stanza);
+        let target = match (&to, &from) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => Jid::from(f.to_bare()),
+            (None, None) => return,
+        };
+        let domain = target.domain().as_str().to_string();
+        if !self.is_local_domain(&domain) {
+            if iq_type.is_some() {
+                self.bounce(&stanza, StanzaError::remote_server_not_found());
+            }
+            return;
+        }
+        if let Ok(full) = target.clone().try_into_full() {
+            // An IQ to a full JID goes to that resource (RFC 6121 §8.5.3.1).
+            match self.sessions.get(&full) {
+                Some(s) => {
+                    s.send(stanza);
+                }
+                None if iq_type.is_some() => self.bounce(&stanza, StanzaError::service_unavailable()),
+                None => {}
+            }
+            return;
+        }
+        let Some(iq_type) = iq_type else {
+            // Results and errors to a bare JID or the host: the server sent
+            // the request (pings); nothing else waits for them.
+            return;
+        };
+        let Some(payload) = stanza::iq_payload(&stanza) else {
+            self.bounce(&stanza, StanzaError::bad_request());
+            return;
+        };
+        let Some(host) = self.host(&domain) else { return };
+        let Some(handler) = host.hooks.iq_handler(&payload.ns(), iq_type) else {
+            self.bounce(&stanza, StanzaError::service_unavailable());
+            return;
+        };
+        let req = IqRequest {
+            iq: &stanza,
+            payload,
+            host: &domain,
+            from: from.as_ref(),
+            to: target,
+            session: origin,
+        };
+        let reply = match handler.handle(self, req).await {
+            Ok(payload) => stanza::iq_result(&stanza, payload),
+            Err(err) => match stanza::error_reply(&stanza, &err) {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        match origin {
+            // Replies go straight back to the asking session, even before
+            // it is available.
+            Some(s) => {
+                s.send(reply);
+            }
+            None => {
+                self.deliver_direct(reply);
+            }
+        }
+    }
+
+    /// Full JIDs of the available resources of `bare`.
+    pub fn available_resources(&self, bare: &BareJid) -> Vec<Arc<Session>> {
+        self.sessions.resources(bare).into_iter().filter(|s| s.is_available()).collect()
+    }
+
+    /// Sends `stanza` (a roster push, say) to every interested resource.
+    pub fn push_to_interested(&self, bare: &BareJid, stanza: &Element) {
+        for s in self.sessions.resources(bare) {
+            if s.is_interested() {
+                let mut push = stanza.clone();
+                stanza::set_attr(&mut push, "to", s.jid.to_string());
+                s.send(push);
+            }
+        }
+    }
+
+    /// Disco features of a host: core's plus every module's.
+    pub fn features(&self, host: &str) -> Vec<String> {
+        let mut features: Vec<String> = [ns::DISCO_INFO, ns::DISCO_ITEMS]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(h) = self.host(host) {
+            for f in h.hooks.features() {
+                if !features.contains(f) {
+                    features.push(f.clone());
+                }
+            }
+        }
+        features
+    }
+
+    pub fn full_jid(user: &str, host: &str, resource: &str) -> Option<FullJid> {
+        FullJid::new(&format!("{user}@{host}/{resource}")).ok()
+    }
+}
