@@ -64,6 +64,9 @@ pub trait IqHandler: Send + Sync {
 pub enum Event<'a> {
     /// A resource was bound; the session is routable.
     SessionBound { session: &'a Arc<Session> },
+    /// The session sent its first available presence (RFC 6121 §4.2):
+    /// the moment to flush what was kept for it (offline messages).
+    InitialPresence { session: &'a Arc<Session> },
     /// The session ended (cleanly or not); it is already unregistered.
     SessionClosed { session: &'a Arc<Session> },
     /// A presence stanza sent by a local session, `from` stamped.
@@ -77,6 +80,7 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     SessionBound,
+    InitialPresence,
     SessionClosed,
     PresenceOut,
     PresenceIn,
@@ -87,6 +91,7 @@ impl Event<'_> {
     pub fn kind(&self) -> EventKind {
         match self {
             Event::SessionBound { .. } => EventKind::SessionBound,
+            Event::InitialPresence { .. } => EventKind::InitialPresence,
             Event::SessionClosed { .. } => EventKind::SessionClosed,
             Event::PresenceOut { .. } => EventKind::PresenceOut,
             Event::PresenceIn { .. } => EventKind::PresenceIn,

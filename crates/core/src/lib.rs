@@ -6,6 +6,7 @@ pub mod auth;
 pub mod c2s;
 pub mod config;
 pub mod hooks;
+pub mod roster;
 pub mod sasl;
 pub mod server;
 pub mod session;

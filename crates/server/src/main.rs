@@ -1,1 +1,126 @@
-fn main(){}
+//! The `jackdaw` binary: reads the TOML config (or uses the embedded
+//! default), picks the backends, wires the modules and runs the listeners;
+//! also the admin commands (`user`, `check-config`, `cert`).
+
+mod certs;
+mod http;
+mod run;
+mod users;
+mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jackdaw_core::config::Config;
+
+#[derive(Parser)]
+#[command(name = "jackdaw", version, about = "Jackdaw XMPP server")]
+struct Cli {
+    /// Config file (TOML). Without it: the embedded default (host
+    /// localhost, data in ./data, loopback only).
+    #[arg(long, short, global = true, env = "JACKDAW_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Manage accounts of the built-in store.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Validate a config file without starting.
+    CheckConfig { file: PathBuf },
+    /// Certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from stdin.
+    Add { jid: String },
+    /// Change a password; the new one is read from stdin.
+    Passwd { jid: String },
+    /// Delete an account and everything stored for it.
+    Del { jid: String },
+    /// List the accounts of a host.
+    List { host: String },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// (Re)generate the self-signed certificate for the configured hosts.
+    Generate,
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    let known = jackdaw_modules::known_options();
+    match path {
+        Some(p) => Ok(Config::load(p, &known)?),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jackdaw: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        let config = Config::load(file, &jackdaw_modules::known_options())?;
+        // Loading the modules checks their options too.
+        run::check_modules(&config)?;
+        println!("{}: OK ({} host(s))", file.display(), config.hosts.len());
+        return Ok(());
+    }
+    let config = load_config(cli.config.as_ref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => runtime.block_on(run::run(config)),
+        Command::User(cmd) => {
+            init_logging("warn");
+            runtime.block_on(async {
+                let backends = wiring::open(&config)?;
+                let r = users::run(cmd, &backends).await;
+                backends.db.checkpoint().await.ok();
+                r
+            })
+        }
+        Command::Cert(CertCommand::Generate) => {
+            init_logging("info");
+            let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+            let dir = config.global.certificates_dir();
+            let p = certs::generate(&dir, &names[0], &names)?;
+            println!("wrote {} and {}", p.cert.display(), p.key.display());
+            Ok(())
+        }
+        Command::CheckConfig { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Logs to stderr; `log` is a level or a tracing filter, and RUST_LOG
+/// overrides it. TLS library chatter stays at info unless asked for.
+pub fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
+    let directives = if filter.contains('=') { filter.to_string() } else { format!("{filter},rustls=info") };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

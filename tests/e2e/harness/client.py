@@ -142,7 +142,7 @@ class Client:
     # --- channel binding ---------------------------------------------------
 
     def _provide_tls_exporter(self) -> None:
-        mechanisms = self.xmpp["feature_mechanisms"]
+        mechanisms = self.xmpp.plugin["feature_mechanisms"]
         default_credentials = mechanisms._default_credentials
 
         def credentials(required: set[str], optional: set[str]) -> dict[str, Any]:
@@ -160,13 +160,13 @@ class Client:
 
     @property
     def used_mechanism(self) -> str | None:
-        mech = self.xmpp["feature_mechanisms"].mech
+        mech = self.xmpp.plugin["feature_mechanisms"].mech
         return mech.name if mech else None
 
     @property
     def gs2_header(self) -> bytes | None:
         """The GS2 header slixmpp sent in its SCRAM client-first message."""
-        return getattr(self.xmpp["feature_mechanisms"].mech, "gs2_header", None)
+        return getattr(self.xmpp.plugin["feature_mechanisms"].mech, "gs2_header", None)
 
     # --- events ------------------------------------------------------------
 

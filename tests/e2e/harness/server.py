@@ -191,6 +191,11 @@ class JackdawServer:
             raise ServerError(f"jackdaw exited with code {code} after SIGTERM, expected {expect_code}")
         return code
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting; :meth:`stop` then waits and checks the exit code."""
+        assert self.process is not None, "server was never started"
+        self.process.send_signal(signal.SIGTERM)
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

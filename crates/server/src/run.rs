@@ -1,0 +1,220 @@
+//! `jackdaw run`: binds every listener, serves until SIGTERM/SIGINT, then
+//! closes each stream with `system-shutdown`, flushes storage and exits 0.
+//! SIGHUP reloads the certificates.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use jackdaw_core::auth::rate_limit::AuthRateLimiter;
+use jackdaw_core::config::Config;
+use jackdaw_core::hooks::Hooks;
+use jackdaw_core::server::{Host, Server};
+use jackdaw_core::session::SessionRegistry;
+use jackdaw_core::tls::Tls;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::{certs, http, wiring};
+
+/// Loads every host's modules, collecting all problems.
+fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<HashMap<String, Host>> {
+    let mut hosts = HashMap::new();
+    let mut problems = Vec::new();
+    for host in &config.hosts {
+        let mut hooks = Hooks::default();
+        match jackdaw_modules::load_host(host, &mut hooks, &backends.stores) {
+            Ok(loaded) => tracing::debug!(host = %host.name, modules = ?loaded, "modules loaded"),
+            Err(p) => problems.extend(p),
+        }
+        let auth = backends.auth[&host.name].clone();
+        hosts.insert(host.name.clone(), Host { config: host.clone(), auth, hooks });
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok(hosts)
+}
+
+/// For `check-config`: loads the modules against a throwaway database so
+/// their options are validated without touching data_path.
+pub fn check_modules(config: &Config) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("jackdaw-check-{}", std::process::id()));
+    let mut scratch = config.clone();
+    scratch.global.data_path = dir.clone();
+    let result = wiring::open(&scratch).and_then(|b| build_hosts(&scratch, &b).map(|_| ()));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn bind_addrs(interfaces: &[String], ports: &[u16]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for i in interfaces {
+        let ips: Vec<IpAddr> = if i == "*" {
+            vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")]
+        } else {
+            i.parse().into_iter().collect()
+        };
+        for ip in ips {
+            for p in ports {
+                out.push(SocketAddr::new(ip, *p));
+            }
+        }
+    }
+    out
+}
+
+async fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a).await.with_context(|| format!("binding {what} on {a}"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
+}
+
+fn local_addrs(ls: &[TcpListener]) -> Vec<String> {
+    ls.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect()
+}
+
+/// Tells tests and tools which ports were bound (port 0 = ephemeral).
+fn write_listeners_file(config: &Config, c2s: &[String], tls: &[String], http: &[String]) -> Result<()> {
+    let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let json = format!(
+        "{{\"c2s\": [{}], \"c2s_direct_tls\": [{}], \"http\": [{}]}}\n",
+        list(c2s),
+        list(tls),
+        list(http)
+    );
+    let path = config.global.data_path.join("listeners.json");
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    crate::init_logging(&config.global.log);
+    let backends = wiring::open(&config)?;
+    let hosts = build_hosts(&config, &backends)?;
+    let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+    let cert_dir = config.global.certificates_dir();
+    let cert = certs::ensure(&cert_dir, &names[0], &names)?;
+    let tls = Tls::from_files(&cert.cert, &cert.key).context("loading the certificate")?;
+
+    let g = &config.global;
+    let c2s = bind_all(&bind_addrs(&g.interfaces, &g.c2s_ports), "c2s").await?;
+    let direct = bind_all(&bind_addrs(&g.interfaces, &g.c2s_direct_tls_ports), "c2s direct TLS").await?;
+    let http_listeners = bind_all(&bind_addrs(&g.interfaces, &g.http_ports), "http").await?;
+    let (c2s_addrs, direct_addrs, http_addrs) = (local_addrs(&c2s), local_addrs(&direct), local_addrs(&http_listeners));
+
+    let server = Arc::new(Server {
+        auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
+        sessions: SessionRegistry::default(),
+        stores: backends.stores.clone(),
+        tls,
+        hosts,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        config: config.clone(),
+    });
+
+    let limit = Arc::new(Semaphore::new(g.c2s_max_connections));
+    for l in c2s {
+        tokio::spawn(accept_loop(server.clone(), l, false, limit.clone()));
+    }
+    for l in direct {
+        tokio::spawn(accept_loop(server.clone(), l, true, limit.clone()));
+    }
+    for l in http_listeners {
+        let app = http::router(server.clone());
+        let token = server.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(token.cancelled_owned()).await {
+                error!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
+    write_listeners_file(&config, &c2s_addrs, &direct_addrs, &http_addrs)?;
+    info!(
+        hosts = ?names,
+        c2s = ?c2s_addrs,
+        c2s_direct_tls = ?direct_addrs,
+        http = ?http_addrs,
+        data = %g.data_path.display(),
+        "Jackdaw {} started; add a user with: jackdaw{} user add alice@{}",
+        env!("CARGO_PKG_VERSION"),
+        config.source.as_ref().map(|p| format!(" --config {}", p.display())).unwrap_or_default(),
+        names[0],
+    );
+
+    wait_for_signals(&server, &cert).await;
+    info!(sessions = server.sessions.count(), "shutting down");
+    server.shutdown.cancel();
+    server.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(10), server.tasks.wait()).await.is_err() {
+        warn!("some connections did not close in time");
+    }
+    backends.db.checkpoint().await.ok();
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signals(server: &Arc<Server>, cert: &certs::CertPaths) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match server.tls.reload(&cert.cert, &cert.key) {
+                Ok(()) => info!("SIGHUP: certificates reloaded"),
+                Err(e) => error!(error = %e, "SIGHUP: certificate reload failed; keeping the old one"),
+            },
+        }
+    }
+}
+
+/// Accepts connections while there are free slots; a capped backoff on
+/// accept errors (out of file descriptors) keeps the loop from spinning.
+async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool, limit: Arc<Semaphore>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                backoff = Duration::from_millis(5);
+                let server2 = server.clone();
+                server.tasks.spawn(async move {
+                    jackdaw_core::c2s::handle_connection(server2, tcp, peer, direct_tls).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
