@@ -53,6 +53,14 @@ STANZA_TAGS = {
     "iq": "{jabber:client}iq",
 }
 
+# What the inbox keeps. Of IQs only roster ones (pushes), so that slixmpp still
+# answers any other request from the server itself (feature-not-implemented).
+INBOX_MATCHERS = {
+    "message": "{jabber:client}message",
+    "presence": "{jabber:client}presence",
+    "iq": "{jabber:client}iq/{jabber:iq:roster}query",
+}
+
 
 class LoginFailed(AssertionError):
     """The user could not log in; ``condition`` is the SASL or stream error if any."""
@@ -123,8 +131,8 @@ class Client:
         self._arrived = asyncio.Event()
         self._session: asyncio.Future | None = None
 
-        for kind, tag in STANZA_TAGS.items():
-            self.xmpp.register_handler(Callback(f"e2e inbox {kind}", MatchXPath(tag), self._collect))
+        for kind, xpath in INBOX_MATCHERS.items():
+            self.xmpp.register_handler(Callback(f"e2e inbox {kind}", MatchXPath(xpath), self._collect))
         self.xmpp.register_handler(
             Callback(
                 "e2e features",
@@ -189,9 +197,23 @@ class Client:
     def _on_failed_auth(self, failure: ElementBase) -> None:
         self.sasl_failures.append(failure["condition"])
 
+    def offered_mechanisms(self) -> list[str]:
+        """The SASL mechanisms in the last stream features that had any."""
+        for features in reversed(self.features):
+            mechanisms = features.xml.findall(
+                "{urn:ietf:params:xml:ns:xmpp-sasl}mechanisms/{urn:ietf:params:xml:ns:xmpp-sasl}mechanism"
+            )
+            if mechanisms:
+                return [(mechanism.text or "").strip() for mechanism in mechanisms]
+        return []
+
     def _on_failed_all_auth(self, _event: Any) -> None:
         condition = self.sasl_failures[-1] if self.sasl_failures else None
-        reason = "the server refused the login"
+        if self.sasl_failures:
+            reason = "the server refused the login"
+        else:
+            wanted = self.mechanism or "any mechanism slixmpp supports"
+            reason = f"the client found no usable mechanism ({wanted}) among those offered: {self.offered_mechanisms()}"
         if self.channel_binding_problem:
             reason += f"; the client could not compute channel binding: {self.channel_binding_problem}"
         self._finish_login(LoginFailed(reason, condition))
@@ -295,7 +317,8 @@ class Client:
                 return False
             return body is None or message["body"] == body
 
-        return await self.next("message", match, what=f"from {sender} with body {body!r}", **kwargs)
+        kwargs.setdefault("what", f"from {sender} with body {body!r}")
+        return await self.next("message", match, **kwargs)
 
     async def next_presence(
         self, sender: str | None = None, ptype: str | None = None, **kwargs: Any
@@ -309,7 +332,8 @@ class Client:
             kind = presence.xml.get("type") or "available"
             return ptype is None or kind == ptype
 
-        return await self.next("presence", match, what=f"from {sender} of type {ptype}", **kwargs)
+        kwargs.setdefault("what", f"from {sender} of type {ptype}")
+        return await self.next("presence", match, **kwargs)
 
     async def next_roster_push(self, contact: str, **kwargs: Any) -> dict[str, Any]:
         """The next roster push naming ``contact``; returns that item's attributes."""
@@ -320,7 +344,8 @@ class Client:
                 return False
             return any(item.get("jid") == contact for item in query)
 
-        iq = await self.next("iq", match, what=f"(roster push for {contact})", **kwargs)
+        kwargs.setdefault("what", f"(roster push for {contact})")
+        iq = await self.next("iq", match, **kwargs)
         return roster_item(iq, contact) | {"ver": iq.xml.find(f"{{{NS_ROSTER}}}query").get("ver"), "iq": iq}
 
     # --- doing things ------------------------------------------------------

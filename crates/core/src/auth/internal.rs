@@ -22,11 +22,18 @@ impl InternalAuthenticator {
         Self { accounts }
     }
 
-    fn derive_all(password: &str) -> Vec<ScramCredentials> {
-        [ScramHash::Sha1, ScramHash::Sha256]
-            .into_iter()
-            .map(|hash| scram::derive_credentials(password.as_bytes(), hash, SCRAM_ITERATIONS))
-            .collect()
+    /// PBKDF2 is deliberately slow: it runs on the blocking pool, not on a
+    /// runtime thread that other connections share.
+    async fn derive_all(password: &str) -> Result<Vec<ScramCredentials>, AuthError> {
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            [ScramHash::Sha1, ScramHash::Sha256]
+                .into_iter()
+                .map(|hash| scram::derive_credentials(password.as_bytes(), hash, SCRAM_ITERATIONS))
+                .collect()
+        })
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("key derivation failed: {e}")))
     }
 }
 
@@ -51,10 +58,18 @@ impl Authenticator for InternalAuthenticator {
             .credentials(host, user, ScramHash::Sha256)
             .await
             .map_err(unavailable)?;
-        Ok(match creds {
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || match creds {
             Some(creds) => scram::verify_password(&creds, password.as_bytes()),
-            None => false,
+            None => {
+                // Same work for an unknown user, so timing does not reveal
+                // which accounts exist.
+                scram::derive_credentials(password.as_bytes(), ScramHash::Sha256, SCRAM_ITERATIONS);
+                false
+            }
         })
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))
     }
 
     async fn scram_credentials(
@@ -74,7 +89,7 @@ impl Authenticator for InternalAuthenticator {
     }
 
     async fn create_user(&self, host: &str, user: &str, password: &str) -> Result<(), AuthError> {
-        let creds = Self::derive_all(password);
+        let creds = Self::derive_all(password).await?;
         match self.accounts.create(host, user, &creds).await {
             Ok(()) => Ok(()),
             Err(StorageError::Conflict(_)) => Err(AuthError::Conflict),
@@ -84,7 +99,7 @@ impl Authenticator for InternalAuthenticator {
 
     async fn set_password(&self, host: &str, user: &str, password: &str)
         -> Result<(), AuthError> {
-        let creds = Self::derive_all(password);
+        let creds = Self::derive_all(password).await?;
         match self.accounts.set_credentials(host, user, &creds).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(AuthError::NoSuchUser),
