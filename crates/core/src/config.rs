@@ -52,10 +52,7 @@ pub const COMPONENT_KEYS: &[&str] = &["module", "component_secret", "name"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// Every problem found, each already formatted `file:line: message`.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
@@ -249,7 +246,9 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: Option<&Path>, known: &KnownOptions) -> Result<Self, ConfigError> {
-        let file = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<config>".into());
+        let file = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<config>".into());
         let mut problems = check_keys(text, &file, known);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -270,7 +269,7 @@ impl Config {
         // Global options that a host inherits: everything but the
         // server-wide keys.
         let mut inheritable = table.clone();
-        inheritable.retain(|k, _| !GLOBAL_KEYS.contains(&k.as_ref()));
+        inheritable.retain(|k, _| !GLOBAL_KEYS.contains(&k));
 
         let mut hosts = Vec::new();
         let host_list = if hosts_table.is_empty() {
@@ -302,11 +301,24 @@ impl Config {
                     None
                 }
             };
-            components.push(ComponentConfig { name: name.to_ascii_lowercase(), module, options });
+            components.push(ComponentConfig {
+                name: name.to_ascii_lowercase(),
+                module,
+                options,
+            });
         }
-        let config = Config { global, hosts, components, source: path.map(Path::to_path_buf) };
+        let config = Config {
+            global,
+            hosts,
+            components,
+            source: path.map(Path::to_path_buf),
+        };
         problems.extend(config.validate().into_iter().map(|p| format!("{file}: {p}")));
-        if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Checks bounds and combinations; returns every problem.
@@ -421,9 +433,13 @@ fn check_keys(text: &str, file: &str, known: &KnownOptions) -> Vec<String> {
             "components" => (&component, "component"),
             _ => continue,
         };
-        let DeValue::Table(entries) = value.get_ref() else { continue };
+        let DeValue::Table(entries) = value.get_ref() else {
+            continue;
+        };
         for (entry_name, entry) in entries.iter() {
-            let DeValue::Table(options) = entry.get_ref() else { continue };
+            let DeValue::Table(options) = entry.get_ref() else {
+                continue;
+            };
             let ctx = format!(" in {what} \"{}\"", entry_name.get_ref());
             for (opt, _) in options.iter() {
                 if !valid.contains(&opt.get_ref().as_ref()) {
@@ -444,7 +460,10 @@ mod tests {
     use super::*;
 
     fn known() -> KnownOptions {
-        KnownOptions { host: vec!["http_auth_url"], component: vec!["muc_http_auth_url"] }
+        KnownOptions {
+            host: vec!["http_auth_url"],
+            component: vec!["muc_http_auth_url"],
+        }
     }
 
     #[test]
@@ -483,14 +502,20 @@ mod tests {
         let c = Config::parse(text, None, &known()).unwrap();
         assert!(c.host("a.example").unwrap().allow_registration);
         assert!(!c.host("b.example").unwrap().allow_registration);
-        assert_eq!(c.host("b.example").unwrap().options["http_auth_url"].as_str(), Some("g"));
+        assert_eq!(
+            c.host("b.example").unwrap().options["http_auth_url"].as_str(),
+            Some("g")
+        );
     }
 
     #[test]
     fn bad_values_are_all_reported() {
         let text = "c2s_stanza_size_limit = 10\nc2s_timeout = 0\n";
         let msg = Config::parse(text, None, &known()).unwrap_err().to_string();
-        assert!(msg.contains("c2s_stanza_size_limit") && msg.contains("c2s_timeout"), "{msg}");
+        assert!(
+            msg.contains("c2s_stanza_size_limit") && msg.contains("c2s_timeout"),
+            "{msg}"
+        );
     }
 
     #[test]

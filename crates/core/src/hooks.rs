@@ -70,7 +70,10 @@ pub enum Event<'a> {
     /// The session ended (cleanly or not); it is already unregistered.
     SessionClosed { session: &'a Arc<Session> },
     /// A presence stanza sent by a local session, `from` stamped.
-    PresenceOut { session: &'a Arc<Session>, stanza: &'a Element },
+    PresenceOut {
+        session: &'a Arc<Session>,
+        stanza: &'a Element,
+    },
     /// A presence stanza addressed to a local account (bare or full JID).
     PresenceIn { to: &'a Jid, stanza: &'a Element },
     /// A message for a local account with no resource to take it.

@@ -52,7 +52,9 @@ impl Server {
     /// Routes a stanza whose `from` is already trustworthy (stamped by the
     /// stream it arrived on, or built by the server).
     pub async fn route(&self, stanza: Element, origin: Option<&Arc<Session>>) {
-        let Some(kind) = StanzaKind::of(&stanza) else { return };
+        let Some(kind) = StanzaKind::of(&stanza) else {
+            return;
+        };
         let to = match stanza.attr("to") {
             None => None,
             Some(s) => match Jid::new(s) {
@@ -81,7 +83,9 @@ impl Server {
     /// Delivers a server-generated stanza to the local full JID in `to`,
     /// without delivery rules (replies to IQs, errors, pushes).
     pub fn deliver_direct(&self, stanza: Element) -> bool {
-        let Some(to) = stanza::to_jid(&stanza) else { return false };
+        let Some(to) = stanza::to_jid(&stanza) else {
+            return false;
+        };
         match to.try_into_full() {
             Ok(full) => match self.sessions.get(&full) {
                 Some(s) => s.send(stanza),
@@ -93,7 +97,10 @@ impl Server {
 
     async fn route_presence(&self, stanza: Element, to: Option<Jid>, origin: Option<&Arc<Session>>) {
         if let Some(session) = origin {
-            let ev = Event::PresenceOut { session, stanza: &stanza };
+            let ev = Event::PresenceOut {
+                session,
+                stanza: &stanza,
+            };
             if let Some(host) = self.host(session.jid.domain().as_str())
                 && host.hooks.fire(self, &ev).await == Handled::Yes
             {
@@ -105,7 +112,10 @@ impl Server {
             if to.node().is_none() {
                 return; // presence to the server itself: nothing to do
             }
-            let ev = Event::PresenceIn { to: &to, stanza: &stanza };
+            let ev = Event::PresenceIn {
+                to: &to,
+                stanza: &stanza,
+            };
             if let Some(host) = self.host(to.domain().as_str())
                 && host.hooks.fire(self, &ev).await == Handled::Yes
             {
@@ -152,7 +162,8 @@ impl Server {
                 // RFC 6121 §8.5.3.2: no such resource.
                 match msg_type.as_str() {
                     "normal" | "chat" => {
-                        self.deliver_message_to_bare(stanza, &full.to_bare(), &msg_type).await
+                        self.deliver_message_to_bare(stanza, &full.to_bare(), &msg_type)
+                            .await
                     }
                     "groupchat" => self.bounce(&stanza, StanzaError::service_unavailable()),
                     _ => {} // headline and error are silently dropped
@@ -189,11 +200,16 @@ impl Server {
         if msg_type == "error" || msg_type == "headline" {
             return;
         }
-        let Some(host) = self.host(bare.domain().as_str()) else { return };
+        let Some(host) = self.host(bare.domain().as_str()) else {
+            return;
+        };
         let node = bare.node().map(|n| n.as_str()).unwrap_or_default();
         match host.auth.user_exists(bare.domain().as_str(), node).await {
             Ok(true) => {
-                let ev = Event::MessageOffline { to: bare, stanza: &stanza };
+                let ev = Event::MessageOffline {
+                    to: bare,
+                    stanza: &stanza,
+                };
                 if host.hooks.fire(self, &ev).await == Handled::No {
                     self.bounce(&stanza, StanzaError::service_unavailable());
                 }
@@ -283,7 +299,11 @@ impl Server {
 
     /// Full JIDs of the available resources of `bare`.
     pub fn available_resources(&self, bare: &BareJid) -> Vec<Arc<Session>> {
-        self.sessions.resources(bare).into_iter().filter(|s| s.is_available()).collect()
+        self.sessions
+            .resources(bare)
+            .into_iter()
+            .filter(|s| s.is_available())
+            .collect()
     }
 
     /// Sends `stanza` (a roster push, say) to every interested resource.

@@ -61,7 +61,11 @@ pub struct StanzaError {
 
 impl StanzaError {
     pub fn new(kind: ErrorType, condition: &'static str) -> Self {
-        Self { kind, condition, text: None }
+        Self {
+            kind,
+            condition,
+            text: None,
+        }
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -257,12 +261,20 @@ mod tests {
 
     #[test]
     fn error_reply_swaps_addresses_and_never_answers_errors() {
-        let iq = new_stanza("iq", &[("type", "get"), ("id", "x"), ("from", "a@b/c"), ("to", "b")]);
+        let iq = new_stanza(
+            "iq",
+            &[("type", "get"), ("id", "x"), ("from", "a@b/c"), ("to", "b")],
+        );
         let reply = error_reply(&iq, &StanzaError::service_unavailable()).unwrap();
         assert_eq!(reply.attr("to"), Some("a@b/c"));
         assert_eq!(reply.attr("from"), Some("b"));
         assert_eq!(reply.attr("type"), Some("error"));
-        assert!(reply.get_child("error", ns::CLIENT).unwrap().has_child("service-unavailable", ns::STANZAS_ERR));
+        assert!(
+            reply
+                .get_child("error", ns::CLIENT)
+                .unwrap()
+                .has_child("service-unavailable", ns::STANZAS_ERR)
+        );
         assert!(error_reply(&reply, &StanzaError::bad_request()).is_none());
     }
 }

@@ -38,7 +38,9 @@ pub struct Tls {
 impl Tls {
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Self, TlsError> {
         let loaded = load(cert_pem, key_pem, what)?;
-        Ok(Self { current: Arc::new(RwLock::new(Arc::new(loaded))) })
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+        })
     }
 
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
@@ -71,7 +73,9 @@ impl Tls {
         // master secret, which rustls does not report.
         let tls13 = conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
         let tls_exporter = (tls13
-            && conn.export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None).is_ok())
+            && conn
+                .export_keying_material(&mut exporter, b"EXPORTER-Channel-Binding", None)
+                .is_ok())
         .then_some(exporter);
         ChannelBindings {
             tls_exporter,
@@ -82,7 +86,10 @@ impl Tls {
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
     };
     Ok((read(cert)?, read(key)?))
 }
@@ -91,7 +98,9 @@ fn load(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Loaded, TlsError>
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .filter_map(Result::ok)
         .collect();
-    let leaf = certs.first().ok_or_else(|| TlsError::NoCertificate(what.to_string()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| TlsError::NoCertificate(what.to_string()))?;
     let end_point_hash = Sha256::digest(leaf.as_ref()).to_vec();
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .ok()
@@ -104,5 +113,8 @@ fn load(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<Loaded, TlsError>
         .with_single_cert(certs, key)?;
     // XEP-0368: direct TLS clients may announce "xmpp-client".
     config.alpn_protocols = vec![b"xmpp-client".to_vec()];
-    Ok(Loaded { acceptor: TlsAcceptor::from(Arc::new(config)), end_point_hash })
+    Ok(Loaded {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        end_point_hash,
+    })
 }

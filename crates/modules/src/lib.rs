@@ -38,14 +38,21 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
 /// Option names of every module, for the config key check.
 pub fn known_options() -> KnownOptions {
     KnownOptions {
-        host: MODULES.iter().flat_map(|(_, _, opts, _)| opts.iter().copied()).collect(),
+        host: MODULES
+            .iter()
+            .flat_map(|(_, _, opts, _)| opts.iter().copied())
+            .collect(),
         component: Vec::new(),
     }
 }
 
 /// Loads the host's modules: the defaults, plus `modules_enabled`, minus
 /// `modules_disabled`. Returns every problem (unknown names, bad options).
-pub fn load_host(host: &HostConfig, hooks: &mut Hooks, stores: &Stores) -> Result<Vec<&'static str>, Vec<String>> {
+pub fn load_host(
+    host: &HostConfig,
+    hooks: &mut Hooks,
+    stores: &Stores,
+) -> Result<Vec<&'static str>, Vec<String>> {
     let mut problems = Vec::new();
     for name in host.modules_enabled.iter().chain(&host.modules_disabled) {
         if !MODULES.iter().any(|(n, ..)| n == name) {
@@ -64,5 +71,9 @@ pub fn load_host(host: &HostConfig, hooks: &mut Hooks, stores: &Stores) -> Resul
             }
         }
     }
-    if problems.is_empty() { Ok(loaded) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(problems)
+    }
 }

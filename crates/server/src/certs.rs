@@ -12,7 +12,10 @@ pub struct CertPaths {
 }
 
 pub fn paths(dir: &Path, host: &str) -> CertPaths {
-    CertPaths { cert: dir.join(format!("{host}.crt")), key: dir.join(format!("{host}.key")) }
+    CertPaths {
+        cert: dir.join(format!("{host}.crt")),
+        key: dir.join(format!("{host}.key")),
+    }
 }
 
 /// Returns the certificate for `host`, generating a self-signed one

@@ -86,7 +86,10 @@ fn real_main(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let config = load_config(cli.config.as_ref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => runtime.block_on(run::run(config)),
         Command::User(cmd) => {
@@ -114,7 +117,11 @@ fn real_main(cli: Cli) -> Result<()> {
 /// overrides it. TLS library chatter stays at info unless asked for.
 pub fn init_logging(filter: &str) {
     use std::io::IsTerminal;
-    let directives = if filter.contains('=') { filter.to_string() } else { format!("{filter},rustls=info") };
+    let directives = if filter.contains('=') {
+        filter.to_string()
+    } else {
+        format!("{filter},rustls=info")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()

@@ -33,7 +33,14 @@ fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<HashMap<S
             Err(p) => problems.extend(p),
         }
         let auth = backends.auth[&host.name].clone();
-        hosts.insert(host.name.clone(), Host { config: host.clone(), auth, hooks });
+        hosts.insert(
+            host.name.clone(),
+            Host {
+                config: host.clone(),
+                auth,
+                hooks,
+            },
+        );
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
@@ -56,7 +63,10 @@ fn bind_addrs(interfaces: &[String], ports: &[u16]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for i in interfaces {
         let ips: Vec<IpAddr> = if i == "*" {
-            vec!["0.0.0.0".parse().expect("literal"), "::".parse().expect("literal")]
+            vec![
+                "0.0.0.0".parse().expect("literal"),
+                "::".parse().expect("literal"),
+            ]
         } else {
             i.parse().into_iter().collect()
         };
@@ -72,19 +82,29 @@ fn bind_addrs(interfaces: &[String], ports: &[u16]) -> Vec<SocketAddr> {
 async fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<TcpListener>> {
     let mut listeners = Vec::new();
     for a in addrs {
-        let l = TcpListener::bind(a).await.with_context(|| format!("binding {what} on {a}"))?;
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding {what} on {a}"))?;
         listeners.push(l);
     }
     Ok(listeners)
 }
 
 fn local_addrs(ls: &[TcpListener]) -> Vec<String> {
-    ls.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect()
+    ls.iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Tells tests and tools which ports were bound (port 0 = ephemeral).
 fn write_listeners_file(config: &Config, c2s: &[String], tls: &[String], http: &[String]) -> Result<()> {
-    let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let json = format!(
         "{{\"c2s\": [{}], \"c2s_direct_tls\": [{}], \"http\": [{}]}}\n",
         list(c2s),
@@ -109,9 +129,17 @@ pub async fn run(config: Config) -> Result<()> {
 
     let g = &config.global;
     let c2s = bind_all(&bind_addrs(&g.interfaces, &g.c2s_ports), "c2s").await?;
-    let direct = bind_all(&bind_addrs(&g.interfaces, &g.c2s_direct_tls_ports), "c2s direct TLS").await?;
+    let direct = bind_all(
+        &bind_addrs(&g.interfaces, &g.c2s_direct_tls_ports),
+        "c2s direct TLS",
+    )
+    .await?;
     let http_listeners = bind_all(&bind_addrs(&g.interfaces, &g.http_ports), "http").await?;
-    let (c2s_addrs, direct_addrs, http_addrs) = (local_addrs(&c2s), local_addrs(&direct), local_addrs(&http_listeners));
+    let (c2s_addrs, direct_addrs, http_addrs) = (
+        local_addrs(&c2s),
+        local_addrs(&direct),
+        local_addrs(&http_listeners),
+    );
 
     let server = Arc::new(Server {
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
@@ -135,7 +163,10 @@ pub async fn run(config: Config) -> Result<()> {
         let app = http::router(server.clone());
         let token = server.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).with_graceful_shutdown(token.cancelled_owned()).await {
+            if let Err(e) = axum::serve(l, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
                 error!(error = %e, "HTTP listener failed");
             }
         });
@@ -157,7 +188,10 @@ pub async fn run(config: Config) -> Result<()> {
     info!(sessions = server.sessions.count(), "shutting down");
     server.shutdown.cancel();
     server.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(10), server.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), server.tasks.wait())
+        .await
+        .is_err()
+    {
         warn!("some connections did not close in time");
     }
     backends.db.checkpoint().await.ok();
@@ -167,9 +201,11 @@ pub async fn run(config: Config) -> Result<()> {
 
 async fn wait_for_signals(server: &Arc<Server>, cert: &certs::CertPaths) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         error!("cannot install signal handlers");
         return;
     };

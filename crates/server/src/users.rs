@@ -18,7 +18,10 @@ fn read_password(prompt: &str) -> Result<String> {
         std::io::stderr().flush().ok();
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("reading the password from stdin")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
         bail!("empty password");
@@ -28,12 +31,20 @@ fn read_password(prompt: &str) -> Result<String> {
 
 fn split(jid: &str) -> Result<(String, String)> {
     let bare = BareJid::new(jid).with_context(|| format!("{jid:?} is not a valid JID"))?;
-    let node = bare.node().with_context(|| format!("{jid:?} has no user part"))?.as_str().to_string();
+    let node = bare
+        .node()
+        .with_context(|| format!("{jid:?} has no user part"))?
+        .as_str()
+        .to_string();
     Ok((node, bare.domain().as_str().to_string()))
 }
 
 fn auth_for<'a>(backends: &'a Backends, host: &str) -> Result<&'a dyn Authenticator> {
-    backends.auth.get(host).map(|a| a.as_ref()).with_context(|| format!("{host} is not a configured host"))
+    backends
+        .auth
+        .get(host)
+        .map(|a| a.as_ref())
+        .with_context(|| format!("{host} is not a configured host"))
 }
 
 pub async fn run(cmd: UserCommand, backends: &Backends) -> Result<()> {
@@ -52,13 +63,17 @@ pub async fn run(cmd: UserCommand, backends: &Backends) -> Result<()> {
             let (user, host) = split(&jid)?;
             let auth = auth_for(backends, &host)?;
             let password = read_password("New password")?;
-            auth.set_password(&host, &user, &password).await.context("changing the password")?;
+            auth.set_password(&host, &user, &password)
+                .await
+                .context("changing the password")?;
             println!("password changed for {user}@{host}");
         }
         UserCommand::Del { jid } => {
             let (user, host) = split(&jid)?;
             let auth = auth_for(backends, &host)?;
-            auth.delete_user(&host, &user).await.context("deleting the account")?;
+            auth.delete_user(&host, &user)
+                .await
+                .context("deleting the account")?;
             println!("deleted {user}@{host}");
         }
         UserCommand::List { host } => {

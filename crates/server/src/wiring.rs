@@ -19,7 +19,8 @@ pub struct Backends {
 
 pub fn open(config: &Config) -> Result<Backends> {
     let g = &config.global;
-    std::fs::create_dir_all(&g.data_path).with_context(|| format!("creating data_path {}", g.data_path.display()))?;
+    std::fs::create_dir_all(&g.data_path)
+        .with_context(|| format!("creating data_path {}", g.data_path.display()))?;
     let db = SqliteStore::open(&g.database_path())
         .with_context(|| format!("opening the database {}", g.database_path().display()))?;
     let stores = db.stores();
@@ -27,7 +28,10 @@ pub fn open(config: &Config) -> Result<Backends> {
     for host in &config.hosts {
         let a: Arc<dyn Authenticator> = match host.authentication.as_str() {
             "internal_hashed" => Arc::new(InternalAuthenticator::new(stores.accounts.clone())),
-            other => bail!("host {}: authentication = {other:?} is not available yet", host.name),
+            other => bail!(
+                "host {}: authentication = {other:?} is not available yet",
+                host.name
+            ),
         };
         auth.insert(host.name.clone(), a);
     }

@@ -51,8 +51,7 @@ impl Authenticator for InternalAuthenticator {
         true
     }
 
-    async fn check_password(&self, host: &str, user: &str, password: &str)
-        -> Result<bool, AuthError> {
+    async fn check_password(&self, host: &str, user: &str, password: &str) -> Result<bool, AuthError> {
         let creds = self
             .accounts
             .credentials(host, user, ScramHash::Sha256)
@@ -68,8 +67,8 @@ impl Authenticator for InternalAuthenticator {
                 false
             }
         })
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("password check failed: {e}")))
     }
 
     async fn scram_credentials(
@@ -97,8 +96,7 @@ impl Authenticator for InternalAuthenticator {
         }
     }
 
-    async fn set_password(&self, host: &str, user: &str, password: &str)
-        -> Result<(), AuthError> {
+    async fn set_password(&self, host: &str, user: &str, password: &str) -> Result<(), AuthError> {
         let creds = Self::derive_all(password).await?;
         match self.accounts.set_credentials(host, user, &creds).await {
             Ok(true) => Ok(()),

@@ -33,8 +33,7 @@ pub trait Authenticator: Send + Sync {
     /// True when the backend can hand out SCRAM keys, so SCRAM mechanisms
     /// are offered; otherwise only PLAIN (over TLS).
     fn supports_scram(&self) -> bool;
-    async fn check_password(&self, host: &str, user: &str, password: &str)
-        -> Result<bool, AuthError>;
+    async fn check_password(&self, host: &str, user: &str, password: &str) -> Result<bool, AuthError>;
     /// SCRAM keys for the user, or None if there is no such user.
     async fn scram_credentials(
         &self,
@@ -44,8 +43,7 @@ pub trait Authenticator: Send + Sync {
     ) -> Result<Option<ScramCredentials>, AuthError>;
     async fn user_exists(&self, host: &str, user: &str) -> Result<bool, AuthError>;
     async fn create_user(&self, host: &str, user: &str, password: &str) -> Result<(), AuthError>;
-    async fn set_password(&self, host: &str, user: &str, password: &str)
-        -> Result<(), AuthError>;
+    async fn set_password(&self, host: &str, user: &str, password: &str) -> Result<(), AuthError>;
     async fn delete_user(&self, host: &str, user: &str) -> Result<(), AuthError>;
     async fn list_users(&self, host: &str) -> Result<Vec<String>, AuthError>;
 }

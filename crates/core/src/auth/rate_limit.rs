@@ -16,7 +16,11 @@ pub struct AuthRateLimiter {
 
 impl AuthRateLimiter {
     pub fn new(period: Duration, max_failures: u32) -> Self {
-        Self { period, max_failures, failures: Mutex::new(HashMap::new()) }
+        Self {
+            period,
+            max_failures,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     /// True while the address has used up its failures for the period.

@@ -55,7 +55,8 @@ impl From<std::io::Error> for End {
 /// Accepts one client connection; `direct_tls` for XEP-0368 ports.
 pub async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let _ = tcp.set_nodelay(true);
-    let span = info_span!("conn", id = %short_id(), kind = "c2s", remote = %peer, jid = tracing::field::Empty);
+    let span =
+        info_span!("conn", id = %short_id(), kind = "c2s", remote = %peer, jid = tracing::field::Empty);
     async move {
         debug!(direct_tls, "connection accepted");
         let deadline = Instant::now() + Duration::from_secs(server.config.global.c2s_timeout);
@@ -174,7 +175,12 @@ impl Connection {
     }
 
     fn default_host(&self) -> String {
-        self.server.config.hosts.first().map(|h| h.name.clone()).unwrap_or_default()
+        self.server
+            .config
+            .hosts
+            .first()
+            .map(|h| h.name.clone())
+            .unwrap_or_default()
     }
 
     /// Reads until the next stream event, or fails at `deadline`.
@@ -235,7 +241,11 @@ impl Connection {
         loop {
             let header = match self.next_event(Some(deadline)).await? {
                 StreamEvent::Header(h) => h,
-                _ => return Err(self.stream_error(StreamError::NotWellFormed("expected a stream header".into())).await),
+                _ => {
+                    return Err(self
+                        .stream_error(StreamError::NotWellFormed("expected a stream header".into()))
+                        .await);
+                }
             };
             self.open_stream(&header).await?;
             let secure = self.io().is_tls();
@@ -251,7 +261,9 @@ impl Connection {
 
     async fn open_stream(&mut self, header: &StreamHeader) -> Result<(), End> {
         if header.local_name != "stream" || header.stream_ns != ns::STREAM {
-            return Err(self.stream_error(StreamError::InvalidNamespace(header.stream_ns.clone())).await);
+            return Err(self
+                .stream_error(StreamError::InvalidNamespace(header.stream_ns.clone()))
+                .await);
         }
         let to = header.to.as_deref().map(str::to_ascii_lowercase);
         match to {
@@ -267,7 +279,9 @@ impl Connection {
                 return Err(self.stream_error(StreamError::HostUnknown(host)).await);
             }
             None => {
-                return Err(self.stream_error(StreamError::HostUnknown("no 'to' attribute".into())).await);
+                return Err(self
+                    .stream_error(StreamError::HostUnknown("no 'to' attribute".into()))
+                    .await);
             }
         }
         let host = self.host.clone().unwrap_or_default();
@@ -276,7 +290,15 @@ impl Connection {
         self.write(&reply).await?;
         self.header_sent = true;
         match header.version.as_deref() {
-            Some(v) if v.split('.').next().and_then(|m| m.parse::<u32>().ok()).unwrap_or(0) >= 1 => Ok(()),
+            Some(v)
+                if v.split('.')
+                    .next()
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    >= 1 =>
+            {
+                Ok(())
+            }
             _ => Err(self.stream_error(StreamError::UnsupportedVersion).await),
         }
     }
@@ -318,7 +340,13 @@ impl Connection {
             features.push_str(&format!("<bind xmlns='{}'/>", ns::BIND));
             // RFC 6121 legacy session establishment, optional (RFC 3921bis).
             features.push_str(&format!("<session xmlns='{}'><optional/></session>", ns::SESSION));
-            let extra: Vec<String> = self.host_ref().hooks.stream_features().iter().map(stream::serialize).collect();
+            let extra: Vec<String> = self
+                .host_ref()
+                .hooks
+                .stream_features()
+                .iter()
+                .map(stream::serialize)
+                .collect();
             for f in extra {
                 features.push_str(&f);
             }
@@ -352,7 +380,9 @@ impl Connection {
                 StreamEvent::Stanza(el) => el,
                 StreamEvent::End => return Err(End::Closed),
                 StreamEvent::Header(_) => {
-                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                    return Err(self
+                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                        .await);
                 }
             };
             if el.is("starttls", ns::TLS) {
@@ -361,10 +391,16 @@ impl Connection {
             }
             if el.is("auth", ns::SASL) {
                 // RFC 6120 §6.4.? encryption-required: SASL before TLS.
-                self.write(&format!("<failure xmlns='{}'><encryption-required/></failure>", ns::SASL)).await?;
+                self.write(&format!(
+                    "<failure xmlns='{}'><encryption-required/></failure>",
+                    ns::SASL
+                ))
+                .await?;
                 continue;
             }
-            return Err(self.stream_error(StreamError::PolicyViolation("TLS is required".into())).await);
+            return Err(self
+                .stream_error(StreamError::PolicyViolation("TLS is required".into()))
+                .await);
         }
     }
 
@@ -393,7 +429,11 @@ impl Connection {
     fn parser_limits(&self) -> Limits {
         let g = &self.server.config.global;
         Limits {
-            max_stanza_bytes: if self.user.is_some() { g.c2s_stanza_size_limit } else { g.c2s_preauth_stanza_size_limit },
+            max_stanza_bytes: if self.user.is_some() {
+                g.c2s_stanza_size_limit
+            } else {
+                g.c2s_preauth_stanza_size_limit
+            },
             ..Limits::default()
         }
     }
@@ -405,7 +445,9 @@ impl Connection {
                 StreamEvent::Stanza(el) => el,
                 StreamEvent::End => return Err(End::Closed),
                 StreamEvent::Header(_) => {
-                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                    return Err(self
+                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                        .await);
                 }
             };
             if el.is("auth", ns::SASL) {
@@ -416,7 +458,8 @@ impl Connection {
                 continue;
             }
             if el.is("abort", ns::SASL) {
-                self.write(&format!("<failure xmlns='{}'><aborted/></failure>", ns::SASL)).await?;
+                self.write(&format!("<failure xmlns='{}'><aborted/></failure>", ns::SASL))
+                    .await?;
                 continue;
             }
             if el.is("iq", ns::CLIENT)
@@ -441,9 +484,18 @@ impl Connection {
         let Some(handler) = self.host_ref().hooks.iq_handler(ns::REGISTER, kind) else {
             return Ok(());
         };
-        let Some(payload) = stanza::iq_payload(&iq) else { return Ok(()) };
+        let Some(payload) = stanza::iq_payload(&iq) else {
+            return Ok(());
+        };
         let to = jid::Jid::new(&host).map_err(|_| End::Closed)?;
-        let req = IqRequest { iq: &iq, payload, host: &host, from: None, to, session: None };
+        let req = IqRequest {
+            iq: &iq,
+            payload,
+            host: &host,
+            from: None,
+            to,
+            session: None,
+        };
         let reply = match handler.handle(&self.server, req).await {
             Ok(payload) => stanza::iq_result(&iq, payload),
             Err(err) => match stanza::error_reply(&iq, &err) {
@@ -461,7 +513,9 @@ impl Connection {
                 StreamEvent::Stanza(el) => el,
                 StreamEvent::End => return Err(End::Closed),
                 StreamEvent::Header(_) => {
-                    return Err(self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await);
+                    return Err(self
+                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                        .await);
                 }
             };
             let Some(bind) = el.get_child("bind", ns::BIND).filter(|_| el.is("iq", ns::CLIENT)) else {
@@ -481,8 +535,15 @@ impl Connection {
                 }
                 continue;
             }
-            let requested = bind.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
-            let resource = if requested.trim().is_empty() { generated_resource() } else { requested };
+            let requested = bind
+                .get_child("resource", ns::BIND)
+                .map(|r| r.text())
+                .unwrap_or_default();
+            let resource = if requested.trim().is_empty() {
+                generated_resource()
+            } else {
+                requested
+            };
             let user = self.user.clone().unwrap_or_default();
             let host = self.host.clone().unwrap_or_default();
             let Some(full) = Server::full_jid(&user, &host, &resource) else {
@@ -513,7 +574,9 @@ impl Connection {
             self.session = Some(session.clone());
             self.outbox = Some(rx);
             let host = self.server.host(&host).expect("stream host is configured");
-            host.hooks.fire(&self.server, &Event::SessionBound { session: &session }).await;
+            host.hooks
+                .fire(&self.server, &Event::SessionBound { session: &session })
+                .await;
             return Ok(());
         }
     }
@@ -533,8 +596,12 @@ impl Connection {
     /// The bound session: client stanzas to the router, the outbox to the
     /// socket, pings when the line goes quiet (XEP-0199 dead-peer check).
     async fn session_loop(&mut self) -> End {
-        let Some(session) = self.session.clone() else { return End::Closed };
-        let Some(mut outbox) = self.outbox.take() else { return End::Closed };
+        let Some(session) = self.session.clone() else {
+            return End::Closed;
+        };
+        let Some(mut outbox) = self.outbox.take() else {
+            return End::Closed;
+        };
         self.parser.set_limits(self.parser_limits());
         let g = &self.server.config.global;
         let ping_interval = Duration::from_secs(g.c2s_ping_interval);
@@ -559,7 +626,9 @@ impl Connection {
                     }
                     StreamEvent::Header(_) => {
                         self.buf = buf;
-                        return self.stream_error(StreamError::NotWellFormed("unexpected stream header".into())).await;
+                        return self
+                            .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                            .await;
                     }
                 }
             }
@@ -627,18 +696,27 @@ impl Connection {
             return Err(self.stream_error(StreamError::InvalidNamespace(el.ns())).await);
         }
         if !matches!(el.name(), "message" | "presence" | "iq") {
-            return Err(self.stream_error(StreamError::UnsupportedStanzaType(el.name().to_string())).await);
+            return Err(self
+                .stream_error(StreamError::UnsupportedStanzaType(el.name().to_string()))
+                .await);
         }
         // RFC 6120 §8.1.2.1: the server stamps the sender's full JID; a
         // client may only claim its own bare or full JID.
         if let Some(from) = el.attr("from") {
-            let ok = jid::Jid::new(from).is_ok_and(|j| j.as_str() == session.jid.as_str() || j == jid::Jid::from(session.bare()));
+            let ok = jid::Jid::new(from)
+                .is_ok_and(|j| j.as_str() == session.jid.as_str() || j.as_str() == session.bare().as_str());
             if !ok {
                 return Err(self.stream_error(StreamError::InvalidFrom).await);
             }
         }
         stanza::set_attr(&mut el, "from", session.jid.to_string());
-        debug!(kind = el.name(), r#type = el.attr("type").unwrap_or(""), id = el.attr("id").unwrap_or(""), to = el.attr("to").unwrap_or(""), "stanza from client");
+        debug!(
+            kind = el.name(),
+            r#type = el.attr("type").unwrap_or(""),
+            id = el.attr("id").unwrap_or(""),
+            to = el.attr("to").unwrap_or(""),
+            "stanza from client"
+        );
         if el.name() == "iq" && el.get_child("session", ns::SESSION).is_some() && el.attr("to").is_none() {
             // Legacy session establishment: nothing to do but agree.
             let reply = stanza::iq_result(&el, None);
@@ -667,7 +745,9 @@ impl Connection {
         if let Some(session) = self.session.take() {
             self.server.sessions.remove(&session);
             if let Some(host) = self.server.host(session.jid.domain().as_str()) {
-                host.hooks.fire(&self.server, &Event::SessionClosed { session: &session }).await;
+                host.hooks
+                    .fire(&self.server, &Event::SessionClosed { session: &session })
+                    .await;
             }
             info!("session ended");
         }

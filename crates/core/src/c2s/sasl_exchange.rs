@@ -21,13 +21,21 @@ impl Connection {
         let ip = self.peer.ip();
         let mechanism = match auth.attr("mechanism").and_then(Mechanism::from_name) {
             Some(m) if offered.contains(&m) => m,
-            Some(Mechanism::Plain) if !secure => return self.sasl_failure(SaslError::EncryptionRequired, None).await,
+            Some(Mechanism::Plain) if !secure => {
+                return self.sasl_failure(SaslError::EncryptionRequired, None).await;
+            }
             _ => return self.sasl_failure(SaslError::InvalidMechanism, None).await,
         };
         if self.server.auth_limiter.is_blocked(ip) {
-            warn!(mechanism = mechanism.name(), "login refused: too many failed attempts from this address");
+            warn!(
+                mechanism = mechanism.name(),
+                "login refused: too many failed attempts from this address"
+            );
             return self
-                .sasl_failure(SaslError::TemporaryAuthFailure, Some("Too many failed attempts; try again later"))
+                .sasl_failure(
+                    SaslError::TemporaryAuthFailure,
+                    Some("Too many failed attempts; try again later"),
+                )
                 .await;
         }
         let initial = match sasl::decode_base64(&auth.text()) {
@@ -44,7 +52,8 @@ impl Connection {
                 self.server.auth_limiter.record_success(ip);
                 info!(user = %user, mechanism = mechanism.name(), "authenticated");
                 let data = additional.map(|d| sasl::encode_base64(&d)).unwrap_or_default();
-                self.write(&format!("<success xmlns='{}'>{data}</success>", ns::SASL)).await?;
+                self.write(&format!("<success xmlns='{}'>{data}</success>", ns::SASL))
+                    .await?;
                 self.user = Some(user);
                 Ok(true)
             }
@@ -59,8 +68,15 @@ impl Connection {
     }
 
     async fn sasl_failure(&mut self, e: SaslError, text: Option<&str>) -> Result<bool, End> {
-        let text = text.map(|t| format!("<text xml:lang='en'>{t}</text>")).unwrap_or_default();
-        self.write(&format!("<failure xmlns='{}'><{}/>{text}</failure>", ns::SASL, e.condition())).await?;
+        let text = text
+            .map(|t| format!("<text xml:lang='en'>{t}</text>"))
+            .unwrap_or_default();
+        self.write(&format!(
+            "<failure xmlns='{}'><{}/>{text}</failure>",
+            ns::SASL,
+            e.condition()
+        ))
+        .await?;
         Ok(false)
     }
 
@@ -69,7 +85,10 @@ impl Connection {
     fn account_for(&self, username: &str, authzid: Option<&str>) -> Result<String, SaslError> {
         let host = self.host.clone().unwrap_or_default();
         let bare = jid::BareJid::new(&format!("{username}@{host}")).map_err(|_| SaslError::NotAuthorized)?;
-        let node = bare.node().map(|n| n.as_str().to_string()).ok_or(SaslError::NotAuthorized)?;
+        let node = bare
+            .node()
+            .map(|n| n.as_str().to_string())
+            .ok_or(SaslError::NotAuthorized)?;
         if let Some(authzid) = authzid.filter(|a| !a.is_empty()) {
             match jid::BareJid::new(authzid) {
                 Ok(j) if j == bare => {}
@@ -118,21 +137,25 @@ impl Connection {
             Ok(None) => scram.server_first_unknown_user(),
             Err(e) => return Ok(Err(backend_failure(e))),
         };
-        self.write(&format!("<challenge xmlns='{}'>{}</challenge>", ns::SASL, sasl::encode_base64(&challenge)))
-            .await?;
-        let response = loop {
-            match self.next_event(Some(deadline)).await? {
-                StreamEvent::Stanza(el) if el.is("response", ns::SASL) => break el,
-                StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => return Ok(Err(SaslError::Aborted)),
-                StreamEvent::End => return Err(End::Closed),
-                _ => return Err(self.stream_error(crate::stream::StreamError::NotAuthorized).await),
-            }
+        self.write(&format!(
+            "<challenge xmlns='{}'>{}</challenge>",
+            ns::SASL,
+            sasl::encode_base64(&challenge)
+        ))
+        .await?;
+        let response = match self.next_event(Some(deadline)).await? {
+            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => el,
+            StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => return Ok(Err(SaslError::Aborted)),
+            StreamEvent::End => return Err(End::Closed),
+            _ => return Err(self.stream_error(crate::stream::StreamError::NotAuthorized).await),
         };
         let data = match sasl::decode_base64(&response.text()) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(scram.client_final(&data).map(|server_final| (user, Some(server_final))))
+        Ok(scram
+            .client_final(&data)
+            .map(|server_final| (user, Some(server_final))))
     }
 }
 

@@ -198,10 +198,7 @@ impl fmt::Debug for ChannelBindings {
 /// (RFC 6120 §6.4.2): no data or a lone `=` is an empty response, and
 /// whitespace a client or an XML pretty-printer put in is ignored.
 pub fn decode_base64(payload: &str) -> Result<Vec<u8>, SaslError> {
-    let compact: String = payload
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if compact.is_empty() || compact == "=" {
         return Ok(Vec::new());
     }
@@ -247,20 +244,14 @@ mod tests {
 
     #[test]
     fn error_conditions() {
-        assert_eq!(
-            SaslError::MalformedRequest("x").condition(),
-            "malformed-request"
-        );
+        assert_eq!(SaslError::MalformedRequest("x").condition(), "malformed-request");
         assert_eq!(SaslError::NotAuthorized.condition(), "not-authorized");
         assert_eq!(SaslError::InvalidAuthzid.condition(), "invalid-authzid");
         assert_eq!(
             SaslError::TemporaryAuthFailure.condition(),
             "temporary-auth-failure"
         );
-        assert_eq!(
-            SaslError::MechanismTooWeak.condition(),
-            "mechanism-too-weak"
-        );
+        assert_eq!(SaslError::MechanismTooWeak.condition(), "mechanism-too-weak");
     }
 
     #[test]
@@ -283,10 +274,7 @@ mod tests {
         assert_eq!(decode_base64("").unwrap(), b"");
         assert_eq!(decode_base64("=").unwrap(), b"");
         assert_eq!(decode_base64(" = ").unwrap(), b"");
-        assert_eq!(
-            decode_base64("AHVzZXIAcGVuY2ls").unwrap(),
-            b"\0user\0pencil"
-        );
+        assert_eq!(decode_base64("AHVzZXIAcGVuY2ls").unwrap(), b"\0user\0pencil");
         assert_eq!(
             decode_base64("AHVz\n  ZXIA\tcGVu Y2ls").unwrap(),
             b"\0user\0pencil"

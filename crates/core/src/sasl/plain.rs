@@ -65,8 +65,7 @@ pub fn parse(message: &[u8]) -> Result<PlainCredentials, SaslError> {
     }
 
     let utf8 = |field: &[u8]| {
-        String::from_utf8(field.to_vec())
-            .map_err(|_| SaslError::MalformedRequest("PLAIN field is not UTF-8"))
+        String::from_utf8(field.to_vec()).map_err(|_| SaslError::MalformedRequest("PLAIN field is not UTF-8"))
     };
     let authzid = if authzid.is_empty() {
         None

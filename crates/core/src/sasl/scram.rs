@@ -152,10 +152,7 @@ fn decode_saslname(raw: &str) -> Result<String, SaslError> {
 
 /// `printable` of RFC 5802 §7: visible ASCII except `,`.
 fn is_printable_nonce(nonce: &str) -> bool {
-    !nonce.is_empty()
-        && nonce
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty() && nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 /// Checks an optional extension `attr-val` (`ALPHA "=" 1*value-char`);
@@ -324,9 +321,7 @@ impl ScramServer {
     pub fn client_first(&mut self, msg: &[u8]) -> Result<ClientFirst, SaslError> {
         if !matches!(self.state, State::AwaitingClientFirst) {
             self.state = State::Finished;
-            return Err(SaslError::MalformedRequest(
-                "unexpected client-first-message",
-            ));
+            return Err(SaslError::MalformedRequest("unexpected client-first-message"));
         }
         // Whatever happens next, a failure ends the exchange.
         self.state = State::Finished;
@@ -356,9 +351,7 @@ impl ScramServer {
         let first = fields.next().unwrap_or_default();
         if attribute(first, 'm').is_some() {
             // A mandatory extension we do not know: RFC 5802 §5.1 says fail.
-            return Err(SaslError::MalformedRequest(
-                "unsupported mandatory extension",
-            ));
+            return Err(SaslError::MalformedRequest("unsupported mandatory extension"));
         }
         let username = attribute(first, 'n')
             .ok_or(SaslError::MalformedRequest("missing username"))
@@ -506,9 +499,7 @@ impl ScramServer {
             user_known,
         } = std::mem::replace(&mut self.state, State::Finished)
         else {
-            return Err(SaslError::MalformedRequest(
-                "unexpected client-final-message",
-            ));
+            return Err(SaslError::MalformedRequest("unexpected client-final-message"));
         };
         let msg = text(msg)?;
 
@@ -548,11 +539,7 @@ impl ScramServer {
 
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let client_signature = hmac(self.hash, &keys.stored_key, auth_message.as_bytes());
-        let client_key: Vec<u8> = proof
-            .iter()
-            .zip(&client_signature)
-            .map(|(p, s)| p ^ s)
-            .collect();
+        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
         let proof_ok = digest(self.hash, &client_key).ct_eq(&keys.stored_key);
         if !bool::from(proof_ok & Choice::from(u8::from(user_known))) {
             return Err(SaslError::NotAuthorized);
@@ -624,12 +611,7 @@ mod tests {
 
     #[test]
     fn rfc5802_sha1_vector() {
-        let creds = derive_credentials_with_salt(
-            b"pencil",
-            ScramHash::Sha1,
-            4096,
-            &b64("QSXCR+Q6sek8bf92"),
-        );
+        let creds = derive_credentials_with_salt(b"pencil", ScramHash::Sha1, 4096, &b64("QSXCR+Q6sek8bf92"));
         let mut server = ScramServer::new(Mechanism::ScramSha1, ChannelBindings::default(), false)
             .with_server_nonce("3rfcNHYJY1ZVvWVs7j");
         let first = server
@@ -664,12 +646,9 @@ mod tests {
             4096,
             &b64("W22ZaJ0SNY7soEsUEjb6gQ=="),
         );
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false)
-                .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
-        server
-            .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
-            .unwrap();
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false)
+            .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+        server.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
         assert_eq!(
             server.server_first(&creds),
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
@@ -687,8 +666,7 @@ mod tests {
     #[test]
     fn random_server_nonce_is_printable() {
         let creds = derive_credentials(b"pencil", ScramHash::Sha256, 1);
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.client_first(b"n,,n=user,r=abc").unwrap();
         let first = String::from_utf8(server.server_first(&creds)).unwrap();
         let nonce = first.split(',').next().unwrap().strip_prefix("r=").unwrap();
@@ -761,13 +739,9 @@ mod tests {
     #[test]
     fn plus_requires_binding() {
         for flag in ["n", "y"] {
-            let mut server =
-                ScramServer::new(Mechanism::ScramSha256Plus, exporter_bindings(), true);
+            let mut server = ScramServer::new(Mechanism::ScramSha256Plus, exporter_bindings(), true);
             let msg = format!("{flag},,n=user,r=nonce");
-            assert_eq!(
-                server.client_first(msg.as_bytes()),
-                Err(SaslError::NotAuthorized)
-            );
+            assert_eq!(server.client_first(msg.as_bytes()), Err(SaslError::NotAuthorized));
         }
     }
 
@@ -778,8 +752,7 @@ mod tests {
             "p=tls-unique,,n=user,r=nonce",
             "p=,,n=user,r=nonce",
         ] {
-            let mut server =
-                ScramServer::new(Mechanism::ScramSha256Plus, exporter_bindings(), true);
+            let mut server = ScramServer::new(Mechanism::ScramSha256Plus, exporter_bindings(), true);
             assert!(malformed(server.client_first(msg.as_bytes())), "{msg}");
         }
     }
@@ -787,9 +760,7 @@ mod tests {
     #[test]
     fn binding_flag_on_non_plus() {
         let mut server = ScramServer::new(Mechanism::ScramSha256, exporter_bindings(), true);
-        assert!(malformed(
-            server.client_first(b"p=tls-exporter,,n=user,r=nonce")
-        ));
+        assert!(malformed(server.client_first(b"p=tls-exporter,,n=user,r=nonce")));
     }
 
     #[test]
@@ -800,8 +771,7 @@ mod tests {
             Err(SaslError::NotAuthorized)
         );
         // Without -PLUS on offer, "y" is an honest answer.
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         assert!(server.client_first(b"y,,n=user,r=nonce").is_ok());
     }
 
@@ -831,8 +801,7 @@ mod tests {
     #[test]
     fn wrong_nonce() {
         let creds = derive_credentials(b"pw", ScramHash::Sha256, 16);
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.client_first(b"n,,n=user,r=nonce").unwrap();
         let server_first = String::from_utf8(server.server_first(&creds)).unwrap();
         let tampered = server_first.replacen("r=nonce", "r=nonce0", 1);
@@ -845,8 +814,7 @@ mod tests {
 
     #[test]
     fn authzid_and_saslname_escaping() {
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         let first = server
             .client_first(b"n,a=admin=3Dx=2Cy,n=us=2Cer=3D,r=nonce")
             .unwrap();
@@ -865,8 +833,7 @@ mod tests {
             "n,a=x=41,n=user,r=nonce",
             "n,a=,n=user,r=nonce",
         ] {
-            let mut server =
-                ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+            let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
             assert!(malformed(server.client_first(msg.as_bytes())), "{msg}");
         }
     }
@@ -890,8 +857,7 @@ mod tests {
             b"n,,n=us\xffer,r=nonce",
             b"n,,n=us\0er,r=nonce",
         ] {
-            let mut server =
-                ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+            let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
             assert!(
                 malformed(server.client_first(msg)),
                 "{}",
@@ -902,8 +868,7 @@ mod tests {
 
     #[test]
     fn optional_extensions_are_ignored() {
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         assert!(server.client_first(b"n,,n=user,r=nonce,x=ext").is_ok());
     }
 
@@ -919,9 +884,8 @@ mod tests {
             // A proof of the wrong length.
             "c=biws,r=nonce,p=AAAA",
         ] {
-            let mut server =
-                ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false)
-                    .with_server_nonce("srv");
+            let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false)
+                .with_server_nonce("srv");
             server.client_first(b"n,,n=user,r=nonce").unwrap();
             server.server_first(&creds);
             assert!(malformed(server.client_final(msg.as_bytes())), "{msg}");
@@ -930,8 +894,7 @@ mod tests {
 
     #[test]
     fn unknown_user_fails() {
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.client_first(b"n,,n=nobody,r=nonce").unwrap();
         let server_first = String::from_utf8(server.server_first_unknown_user()).unwrap();
         assert!(server_first.ends_with(",i=4096"));
@@ -976,33 +939,23 @@ mod tests {
     #[test]
     fn steps_out_of_order() {
         let creds = derive_credentials(b"pw", ScramHash::Sha256, 16);
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         assert!(malformed(server.client_final(b"c=biws,r=nonce,p=AAAA")));
 
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.client_first(b"n,,n=user,r=nonce").unwrap();
         assert!(malformed(server.client_first(b"n,,n=user,r=nonce")));
 
         // After a failure, nothing more is accepted.
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         assert!(server.client_first(b"n,,n=user").is_err());
         assert!(malformed(server.client_first(b"n,,n=user,r=nonce")));
 
         // Nor after a success.
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.client_first(b"n,,n=user,r=nonce").unwrap();
         let server_first = String::from_utf8(server.server_first(&creds)).unwrap();
-        let last = client_final_for(
-            ScramHash::Sha256,
-            "pw",
-            "n=user,r=nonce",
-            &server_first,
-            b"n,,",
-        );
+        let last = client_final_for(ScramHash::Sha256, "pw", "n=user,r=nonce", &server_first, b"n,,");
         assert!(server.client_final(last.as_bytes()).is_ok());
         assert!(malformed(server.client_final(last.as_bytes())));
     }
@@ -1011,8 +964,7 @@ mod tests {
     #[should_panic(expected = "out of order")]
     fn server_first_before_client_first_panics() {
         let creds = derive_credentials(b"pw", ScramHash::Sha256, 1);
-        let mut server =
-            ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
+        let mut server = ScramServer::new(Mechanism::ScramSha256, ChannelBindings::default(), false);
         server.server_first(&creds);
     }
 
@@ -1040,9 +992,6 @@ mod tests {
         server.server_first(&creds);
         let debug = format!("{server:?}");
         assert!(debug.contains("awaiting-client-final"), "{debug}");
-        assert!(
-            !debug.contains(&format!("{:?}", creds.stored_key)),
-            "{debug}"
-        );
+        assert!(!debug.contains(&format!("{:?}", creds.stored_key)), "{debug}");
     }
 }

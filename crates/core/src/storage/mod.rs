@@ -58,8 +58,7 @@ pub struct ScramCredentials {
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     /// Creates an account; `StorageError::Conflict` if it exists.
-    async fn create(&self, host: &str, user: &str, creds: &[ScramCredentials])
-        -> StorageResult<()>;
+    async fn create(&self, host: &str, user: &str, creds: &[ScramCredentials]) -> StorageResult<()>;
     /// Replaces the credentials of an existing account; false if no such account.
     async fn set_credentials(
         &self,
@@ -137,19 +136,15 @@ pub struct RosterItem {
 pub trait RosterStore: Send + Sync {
     /// The roster and its current version.
     async fn roster(&self, host: &str, user: &str) -> StorageResult<(u64, Vec<RosterItem>)>;
-    async fn item(&self, host: &str, user: &str, contact: &str)
-        -> StorageResult<Option<RosterItem>>;
+    async fn item(&self, host: &str, user: &str, contact: &str) -> StorageResult<Option<RosterItem>>;
     /// Inserts or replaces an item; returns the new roster version.
     async fn put_item(&self, host: &str, user: &str, item: &RosterItem) -> StorageResult<u64>;
     /// Removes an item; returns the new version, or None if it was absent.
-    async fn remove_item(&self, host: &str, user: &str, contact: &str)
-        -> StorageResult<Option<u64>>;
+    async fn remove_item(&self, host: &str, user: &str, contact: &str) -> StorageResult<Option<u64>>;
     /// Stores an inbound subscription request (the stanza as XML) to be
     /// re-delivered at each login until answered (RFC 6121 §3.1.3).
-    async fn add_pending_in(&self, host: &str, user: &str, contact: &str, stanza: &str)
-        -> StorageResult<()>;
-    async fn remove_pending_in(&self, host: &str, user: &str, contact: &str)
-        -> StorageResult<bool>;
+    async fn add_pending_in(&self, host: &str, user: &str, contact: &str, stanza: &str) -> StorageResult<()>;
+    async fn remove_pending_in(&self, host: &str, user: &str, contact: &str) -> StorageResult<bool>;
     /// (contact, stanza XML) of every pending inbound request.
     async fn pending_in(&self, host: &str, user: &str) -> StorageResult<Vec<(String, String)>>;
 }
@@ -166,8 +161,7 @@ pub struct OfflineMessage {
 pub trait OfflineStore: Send + Sync {
     /// Stores a message unless the user already has `quota` messages,
     /// in which case `StorageError::QuotaExceeded`.
-    async fn push(&self, host: &str, user: &str, stanza: &str, quota: usize)
-        -> StorageResult<()>;
+    async fn push(&self, host: &str, user: &str, stanza: &str, quota: usize) -> StorageResult<()>;
     /// All stored messages, oldest first, without removing them.
     async fn list(&self, host: &str, user: &str) -> StorageResult<Vec<OfflineMessage>>;
     /// Removes messages up to and including `up_to_id` once delivered.

@@ -100,7 +100,11 @@ impl StreamError {
     pub fn to_xml(&self) -> String {
         let body = match self {
             StreamError::SeeOtherHost(host) => {
-                format!("<see-other-host xmlns='{}'>{}</see-other-host>", ns::STREAMS_ERR, escape(host))
+                format!(
+                    "<see-other-host xmlns='{}'>{}</see-other-host>",
+                    ns::STREAMS_ERR,
+                    escape(host)
+                )
             }
             _ => format!("<{} xmlns='{}'/>", self.condition(), ns::STREAMS_ERR),
         };

@@ -92,9 +92,7 @@ impl StreamParser {
                 }
                 Err(EndOrError::Error(e)) => {
                     return Err(match e {
-                        rxml::Error::RestrictedXml(what) => {
-                            StreamError::RestrictedXml(what.to_string())
-                        }
+                        rxml::Error::RestrictedXml(what) => StreamError::RestrictedXml(what.to_string()),
                         other => StreamError::NotWellFormed(other.to_string()),
                     });
                 }
@@ -122,7 +120,11 @@ impl StreamParser {
             Event::StartElement(metrics, (ns, name), attrs) => {
                 if !self.in_stream {
                     self.in_stream = true;
-                    out.push(StreamEvent::Header(header_from(ns.as_str(), name.as_str(), &attrs)));
+                    out.push(StreamEvent::Header(header_from(
+                        ns.as_str(),
+                        name.as_str(),
+                        &attrs,
+                    )));
                     return Ok(());
                 }
                 if self.stack.is_empty() {
@@ -251,9 +253,15 @@ mod tests {
 
     #[test]
     fn oversized_stanza_is_a_policy_violation() {
-        let limits = Limits { max_stanza_bytes: 1000, ..Limits::default() };
+        let limits = Limits {
+            max_stanza_bytes: 1000,
+            ..Limits::default()
+        };
         let doc = format!("{HEADER}<message><body>{}</body></message>", "x".repeat(2000));
-        assert!(matches!(parse_all(doc.as_bytes(), limits), Err(StreamError::PolicyViolation(_))));
+        assert!(matches!(
+            parse_all(doc.as_bytes(), limits),
+            Err(StreamError::PolicyViolation(_))
+        ));
         // The limit is per stanza, not per stream.
         let ok = format!("{HEADER}{}", "<message><body>x</body></message>".repeat(100));
         assert!(parse_all(ok.as_bytes(), limits).is_ok());

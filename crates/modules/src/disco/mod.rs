@@ -16,7 +16,8 @@ pub const OPTIONS: &[&str] = &[];
 
 pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     ctx.hooks.on_iq(ns::DISCO_INFO, IqType::Get, Arc::new(DiscoInfo));
-    ctx.hooks.on_iq(ns::DISCO_ITEMS, IqType::Get, Arc::new(DiscoItems));
+    ctx.hooks
+        .on_iq(ns::DISCO_ITEMS, IqType::Get, Arc::new(DiscoItems));
     Ok(())
 }
 

@@ -31,7 +31,10 @@ fn default_max() -> usize {
 
 pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     let config: Config = ctx.host.module_config()?;
-    let hook = Arc::new(Offline { store: ctx.stores.offline.clone(), quota: config.offline_max_messages });
+    let hook = Arc::new(Offline {
+        store: ctx.stores.offline.clone(),
+        quota: config.offline_max_messages,
+    });
     ctx.hooks.on(EventKind::MessageOffline, 0, hook.clone());
     ctx.hooks.on(EventKind::InitialPresence, 0, hook);
     ctx.hooks.add_feature("msgoffline");
@@ -45,7 +48,8 @@ struct Offline {
 
 /// Chat states alone are not worth keeping (XEP-0085 §5.5).
 fn worth_storing(msg: &Element) -> bool {
-    msg.children().any(|c| c.ns() != "http://jabber.org/protocol/chatstates")
+    msg.children()
+        .any(|c| c.ns() != "http://jabber.org/protocol/chatstates")
 }
 
 #[async_trait]
@@ -64,13 +68,18 @@ impl Hook for Offline {
                     d.append_text("Offline Storage");
                     d
                 });
-                match self.store.push(host, user, &stream::serialize(&stored), self.quota).await {
+                match self
+                    .store
+                    .push(host, user, &stream::serialize(&stored), self.quota)
+                    .await
+                {
                     Ok(()) => {}
                     Err(StorageError::QuotaExceeded) => {
                         info!(to = %to, "offline storage full, message refused");
                         server.bounce(
                             stanza,
-                            StanzaError::resource_constraint().with_text("The recipient's offline storage is full"),
+                            StanzaError::resource_constraint()
+                                .with_text("The recipient's offline storage is full"),
                         );
                     }
                     Err(e) => {

@@ -26,7 +26,9 @@ use crate::ModuleContext;
 pub const OPTIONS: &[&str] = &[];
 
 pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
-    let hook = Arc::new(Presence { store: ctx.stores.rosters.clone() });
+    let hook = Arc::new(Presence {
+        store: ctx.stores.rosters.clone(),
+    });
     ctx.hooks.on(EventKind::PresenceOut, 0, hook.clone());
     ctx.hooks.on(EventKind::PresenceIn, 0, hook.clone());
     ctx.hooks.on(EventKind::SessionClosed, 0, hook);
@@ -101,12 +103,16 @@ impl Presence {
         let kind = stanza.attr("type").unwrap_or("available");
         let to = stanza::to_jid(stanza);
         match (kind, to) {
-            ("available" | "unavailable", None) => self.broadcast(server, session, stanza, kind == "available").await,
+            ("available" | "unavailable", None) => {
+                self.broadcast(server, session, stanza, kind == "available").await
+            }
             ("available" | "unavailable", Some(to)) => {
-                self.directed(server, session, stanza, to, kind == "available").await
+                self.directed(server, session, stanza, to, kind == "available")
+                    .await
             }
             ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
-                self.outbound_subscription(server, session, stanza, kind, to.to_bare()).await
+                self.outbound_subscription(server, session, stanza, kind, to.to_bare())
+                    .await
             }
             ("probe", _) => {} // clients may not probe (RFC 6121 §4.3)
             ("error", Some(_)) => server.route(stanza.clone(), None).await,
@@ -128,7 +134,11 @@ impl Presence {
             p.available = available;
             p.priority = if available { priority } else { 0 };
             p.last_presence = available.then(|| stanza.clone());
-            let directed = if available { Vec::new() } else { p.directed.drain().collect() };
+            let directed = if available {
+                Vec::new()
+            } else {
+                p.directed.drain().collect()
+            };
             (initial, directed)
         });
         let items = self.roster(&owner).await;
@@ -168,7 +178,9 @@ impl Presence {
 
     /// Answers a probe for a local contact on the contact's behalf.
     fn probe_local(&self, server: &Server, session: &Arc<Session>, contact: &str) {
-        let Ok(contact) = BareJid::new(contact) else { return };
+        let Ok(contact) = BareJid::new(contact) else {
+            return;
+        };
         if !server.is_local_domain(contact.domain().as_str()) {
             return; // remote contacts: no federation yet
         }
@@ -197,7 +209,14 @@ impl Presence {
     }
 
     /// §4.6 directed presence.
-    async fn directed(&self, server: &Server, session: &Arc<Session>, stanza: &Element, to: Jid, available: bool) {
+    async fn directed(
+        &self,
+        server: &Server,
+        session: &Arc<Session>,
+        stanza: &Element,
+        to: Jid,
+        available: bool,
+    ) {
         let item = self.item(&session.bare(), to.to_bare().as_str()).await;
         let subscribed = item.is_some_and(|i| i.subscription.has_from());
         if !subscribed {
@@ -229,7 +248,10 @@ impl Presence {
         let mut item = self
             .item(&owner, &contact_str)
             .await
-            .unwrap_or_else(|| RosterItem { jid: contact_str.clone(), ..Default::default() });
+            .unwrap_or_else(|| RosterItem {
+                jid: contact_str.clone(),
+                ..Default::default()
+            });
         let forward = match kind {
             "subscribe" => {
                 if !item.subscription.has_to() {
@@ -239,7 +261,11 @@ impl Presence {
                 true
             }
             "subscribed" => {
-                let pending = self.store.remove_pending_in(&host, &user, &contact_str).await.unwrap_or(false);
+                let pending = self
+                    .store
+                    .remove_pending_in(&host, &user, &contact_str)
+                    .await
+                    .unwrap_or(false);
                 if item.subscription.has_from() {
                     false
                 } else if pending {
@@ -270,7 +296,11 @@ impl Presence {
             }
             _ => {
                 // unsubscribed: cancel or deny the contact's subscription.
-                let pending = self.store.remove_pending_in(&host, &user, &contact_str).await.unwrap_or(false);
+                let pending = self
+                    .store
+                    .remove_pending_in(&host, &user, &contact_str)
+                    .await
+                    .unwrap_or(false);
                 if item.subscription.has_from() {
                     item.subscription = match item.subscription {
                         Subscription::Both => Subscription::To,
@@ -300,7 +330,9 @@ impl Presence {
             "subscribed" => {
                 for r in server.available_resources(&owner) {
                     if let Some(p) = r.with_presence(|p| p.last_presence.clone()) {
-                        server.route(with_addresses(&p, r.jid.as_str(), &contact_str), None).await;
+                        server
+                            .route(with_addresses(&p, r.jid.as_str(), &contact_str), None)
+                            .await;
                     }
                 }
             }
@@ -308,7 +340,9 @@ impl Presence {
             "unsubscribed" => {
                 for r in server.available_resources(&owner) {
                     let p = stanza::new_stanza("presence", &[("type", "unavailable")]);
-                    server.route(with_addresses(&p, r.jid.as_str(), &contact_str), None).await;
+                    server
+                        .route(with_addresses(&p, r.jid.as_str(), &contact_str), None)
+                        .await;
                 }
             }
             _ => {}
@@ -319,11 +353,14 @@ impl Presence {
 
     async fn handle_inbound(&self, server: &Server, to: &Jid, stanza: &Element) -> Handled {
         let kind = stanza.attr("type").unwrap_or("available").to_string();
-        let Some(from) = stanza::from_jid(stanza) else { return Handled::Yes };
+        let Some(from) = stanza::from_jid(stanza) else {
+            return Handled::Yes;
+        };
         let owner = to.to_bare();
         match kind.as_str() {
             "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" => {
-                self.inbound_subscription(server, &owner, stanza, &kind, from.to_bare()).await
+                self.inbound_subscription(server, &owner, stanza, &kind, from.to_bare())
+                    .await
             }
             "probe" => self.inbound_probe(server, &owner, from).await,
             _ => {
@@ -368,7 +405,11 @@ impl Presence {
                 if kind == "subscribe" {
                     let p = stanza::new_stanza(
                         "presence",
-                        &[("type", "unsubscribed"), ("from", owner.as_str()), ("to", contact.as_str())],
+                        &[
+                            ("type", "unsubscribed"),
+                            ("from", owner.as_str()),
+                            ("to", contact.as_str()),
+                        ],
                     );
                     server.route(p, None).await;
                 }
@@ -388,7 +429,11 @@ impl Presence {
                     // Already subscribed: answer for the user (§3.1.3 #2).
                     let p = stanza::new_stanza(
                         "presence",
-                        &[("type", "subscribed"), ("from", owner.as_str()), ("to", contact.as_str())],
+                        &[
+                            ("type", "subscribed"),
+                            ("from", owner.as_str()),
+                            ("to", contact.as_str()),
+                        ],
                     );
                     server.route(p, None).await;
                 } else if let Some(mut item) = existing.filter(|i| i.approved) {
@@ -401,12 +446,18 @@ impl Presence {
                     self.save(server, owner, &item).await;
                     let p = stanza::new_stanza(
                         "presence",
-                        &[("type", "subscribed"), ("from", owner.as_str()), ("to", contact.as_str())],
+                        &[
+                            ("type", "subscribed"),
+                            ("from", owner.as_str()),
+                            ("to", contact.as_str()),
+                        ],
                     );
                     server.route(p, None).await;
                     for r in server.available_resources(owner) {
                         if let Some(p) = r.with_presence(|p| p.last_presence.clone()) {
-                            server.route(with_addresses(&p, r.jid.as_str(), &contact_str), None).await;
+                            server
+                                .route(with_addresses(&p, r.jid.as_str(), &contact_str), None)
+                                .await;
                         }
                     }
                 } else {
@@ -418,7 +469,9 @@ impl Presence {
                 }
             }
             "subscribed" => {
-                let Some(mut item) = existing.filter(|i| i.ask) else { return };
+                let Some(mut item) = existing.filter(|i| i.ask) else {
+                    return;
+                };
                 item.ask = false;
                 item.subscription = match item.subscription {
                     Subscription::From => Subscription::Both,
@@ -428,7 +481,11 @@ impl Presence {
                 Self::deliver_to_available(server, owner, &delivered);
             }
             "unsubscribe" => {
-                let had_pending = self.store.remove_pending_in(&host, &user, &contact_str).await.unwrap_or(false);
+                let had_pending = self
+                    .store
+                    .remove_pending_in(&host, &user, &contact_str)
+                    .await
+                    .unwrap_or(false);
                 if let Some(mut item) = existing.filter(|i| i.subscription.has_from()) {
                     item.subscription = match item.subscription {
                         Subscription::Both => Subscription::To,
@@ -441,7 +498,9 @@ impl Presence {
                 }
             }
             _ => {
-                let Some(mut item) = existing.filter(|i| i.subscription.has_to() || i.ask) else { return };
+                let Some(mut item) = existing.filter(|i| i.subscription.has_to() || i.ask) else {
+                    return;
+                };
                 item.ask = false;
                 item.subscription = match item.subscription {
                     Subscription::Both => Subscription::From,
@@ -462,11 +521,15 @@ impl Presence {
         let resources = server.available_resources(owner);
         if resources.is_empty() {
             let p = stanza::new_stanza("presence", &[("type", "unavailable")]);
-            server.route(with_addresses(&p, owner.as_str(), from.as_str()), None).await;
+            server
+                .route(with_addresses(&p, owner.as_str(), from.as_str()), None)
+                .await;
         }
         for r in resources {
             if let Some(p) = r.with_presence(|p| p.last_presence.clone()) {
-                server.route(with_addresses(&p, r.jid.as_str(), from.as_str()), None).await;
+                server
+                    .route(with_addresses(&p, r.jid.as_str(), from.as_str()), None)
+                    .await;
             }
         }
     }

@@ -20,7 +20,9 @@ use crate::ModuleContext;
 pub const OPTIONS: &[&str] = &[];
 
 pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
-    let handler = Arc::new(Register { allow_registration: ctx.host.allow_registration });
+    let handler = Arc::new(Register {
+        allow_registration: ctx.host.allow_registration,
+    });
     ctx.hooks.on_iq(ns::REGISTER, IqType::Get, handler.clone());
     ctx.hooks.on_iq(ns::REGISTER, IqType::Set, handler);
     ctx.hooks.add_feature(ns::REGISTER);
@@ -56,7 +58,9 @@ fn auth_error(e: AuthError) -> StanzaError {
 #[async_trait]
 impl IqHandler for Register {
     async fn handle(&self, server: &Server, req: IqRequest<'_>) -> Result<Option<Element>, StanzaError> {
-        let Some(host) = server.host(req.host) else { return Err(StanzaError::service_unavailable()) };
+        let Some(host) = server.host(req.host) else {
+            return Err(StanzaError::service_unavailable());
+        };
         let auth = host.auth.clone();
         let is_get = req.iq.attr("type") == Some("get");
         match req.from {
@@ -71,18 +75,21 @@ impl IqHandler for Register {
                     q.append_child(Element::bare("password", ns::REGISTER));
                     return Ok(Some(q));
                 }
-                let (Some(user), Some(password)) = (field(req.payload, "username"), field(req.payload, "password"))
+                let (Some(user), Some(password)) =
+                    (field(req.payload, "username"), field(req.payload, "password"))
                 else {
                     return Err(StanzaError::bad_request());
                 };
                 let node = BareJid::new(&format!("{user}@{}", req.host))
                     .ok()
                     .and_then(|j| j.node().map(|n| n.as_str().to_string()))
-                    .ok_or_else(|| StanzaError::jid_malformed())?;
+                    .ok_or_else(StanzaError::jid_malformed)?;
                 if password.is_empty() {
                     return Err(StanzaError::new(ErrorType::Modify, "not-acceptable"));
                 }
-                auth.create_user(req.host, &node, &password).await.map_err(auth_error)?;
+                auth.create_user(req.host, &node, &password)
+                    .await
+                    .map_err(auth_error)?;
                 info!(user = %node, host = req.host, "account registered in-band");
                 Ok(None)
             }
@@ -111,7 +118,9 @@ impl IqHandler for Register {
                 if field(req.payload, "username").is_some_and(|u| !u.eq_ignore_ascii_case(&node)) {
                     return Err(StanzaError::not_allowed());
                 }
-                auth.set_password(req.host, &node, &password).await.map_err(auth_error)?;
+                auth.set_password(req.host, &node, &password)
+                    .await
+                    .map_err(auth_error)?;
                 info!(user = %node, host = req.host, "password changed in-band");
                 Ok(None)
             }

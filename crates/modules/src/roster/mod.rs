@@ -33,7 +33,10 @@ fn default_max_items() -> usize {
 
 pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     let config: Config = ctx.host.module_config()?;
-    let handler = Arc::new(Roster { store: ctx.stores.rosters.clone(), max_items: config.max_roster_items });
+    let handler = Arc::new(Roster {
+        store: ctx.stores.rosters.clone(),
+        max_items: config.max_roster_items,
+    });
     ctx.hooks.on_iq(ns::ROSTER, IqType::Get, handler.clone());
     ctx.hooks.on_iq(ns::ROSTER, IqType::Set, handler);
     ctx.hooks.add_stream_feature(Element::bare("ver", ns::ROSTER_VER));
@@ -100,7 +103,7 @@ impl Roster {
         let contact = item_el
             .attr("jid")
             .and_then(|j| Jid::new(j).ok())
-            .ok_or_else(|| StanzaError::jid_malformed())?
+            .ok_or_else(StanzaError::jid_malformed)?
             .to_bare();
         if contact == *owner {
             // Prosody refuses this too: one's own JID is not a contact.
@@ -115,7 +118,10 @@ impl Roster {
         for g in item_el.children().filter(|c| c.is("group", ns::ROSTER)) {
             let g = g.text();
             if g.is_empty() || g.len() > MAX_TEXT {
-                return Err(StanzaError::new(jackdaw_core::stanza::ErrorType::Modify, "not-acceptable"));
+                return Err(StanzaError::new(
+                    jackdaw_core::stanza::ErrorType::Modify,
+                    "not-acceptable",
+                ));
             }
             if groups.contains(&g) {
                 return Err(StanzaError::bad_request().with_text("duplicate group"));
@@ -123,9 +129,16 @@ impl Roster {
             groups.push(g);
         }
         if name.as_ref().is_some_and(|n| n.len() > MAX_TEXT) {
-            return Err(StanzaError::new(jackdaw_core::stanza::ErrorType::Modify, "not-acceptable"));
+            return Err(StanzaError::new(
+                jackdaw_core::stanza::ErrorType::Modify,
+                "not-acceptable",
+            ));
         }
-        let existing = self.store.item(req.host, user, &contact_str).await.map_err(internal)?;
+        let existing = self
+            .store
+            .item(req.host, user, &contact_str)
+            .await
+            .map_err(internal)?;
         if existing.is_none() {
             let (_, all) = self.store.roster(req.host, user).await.map_err(internal)?;
             if all.len() >= self.max_items {
@@ -134,10 +147,17 @@ impl Roster {
         }
         // The client sets name and groups; subscription state is the
         // server's (§2.1.2.5: a client's 'subscription' other than remove is ignored).
-        let mut item = existing.unwrap_or_else(|| RosterItem { jid: contact_str, ..Default::default() });
+        let mut item = existing.unwrap_or_else(|| RosterItem {
+            jid: contact_str,
+            ..Default::default()
+        });
         item.name = name;
         item.groups = groups;
-        let version = self.store.put_item(req.host, user, &item).await.map_err(internal)?;
+        let version = self
+            .store
+            .put_item(req.host, user, &item)
+            .await
+            .map_err(internal)?;
         roster::push(server, owner, &item, false, version);
         Ok(None)
     }
@@ -153,24 +173,41 @@ impl Roster {
         let Some(item) = self.store.item(host, user, contact).await.map_err(internal)? else {
             return Err(StanzaError::item_not_found());
         };
-        let Some(version) = self.store.remove_item(host, user, contact).await.map_err(internal)? else {
+        let Some(version) = self
+            .store
+            .remove_item(host, user, contact)
+            .await
+            .map_err(internal)?
+        else {
             return Err(StanzaError::item_not_found());
         };
-        self.store.remove_pending_in(host, user, contact).await.map_err(internal)?;
+        self.store
+            .remove_pending_in(host, user, contact)
+            .await
+            .map_err(internal)?;
         roster::push(server, owner, &item, true, version);
         // §2.5.2: cancel both directions of the subscription.
         let from = owner.to_string();
         if item.subscription.has_to() || item.ask {
-            let p = stanza::new_stanza("presence", &[("type", "unsubscribe"), ("to", contact), ("from", &from)]);
+            let p = stanza::new_stanza(
+                "presence",
+                &[("type", "unsubscribe"), ("to", contact), ("from", &from)],
+            );
             server.route(p, None).await;
         }
         if item.subscription.has_from() {
-            let p = stanza::new_stanza("presence", &[("type", "unsubscribed"), ("to", contact), ("from", &from)]);
+            let p = stanza::new_stanza(
+                "presence",
+                &[("type", "unsubscribed"), ("to", contact), ("from", &from)],
+            );
             server.route(p, None).await;
             // §3.2.2: the contact no longer sees us; tell it we are gone.
             for s in server.available_resources(owner) {
                 let full = s.jid.to_string();
-                let p = stanza::new_stanza("presence", &[("type", "unavailable"), ("to", contact), ("from", &full)]);
+                let p = stanza::new_stanza(
+                    "presence",
+                    &[("type", "unavailable"), ("to", contact), ("from", &full)],
+                );
                 server.route(p, None).await;
             }
         }

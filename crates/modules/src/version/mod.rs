@@ -36,7 +36,8 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
         query.append_child(os);
     }
     ctx.hooks.add_feature(ns::VERSION);
-    ctx.hooks.on_iq(ns::VERSION, IqType::Get, Arc::new(Version { query }));
+    ctx.hooks
+        .on_iq(ns::VERSION, IqType::Get, Arc::new(Version { query }));
     Ok(())
 }
 

@@ -3,9 +3,7 @@
 //! deletion, which also removes everything else stored for the user.
 
 use async_trait::async_trait;
-use jackdaw_core::storage::{
-    AccountStore, ScramCredentials, ScramHash, StorageError, StorageResult,
-};
+use jackdaw_core::storage::{AccountStore, ScramCredentials, ScramHash, StorageError, StorageResult};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{Context, SqliteStore, offline, roster, to_unsigned, write_tx};
@@ -43,12 +41,7 @@ fn insert_credentials(
 
 #[async_trait]
 impl AccountStore for SqliteStore {
-    async fn create(
-        &self,
-        host: &str,
-        user: &str,
-        creds: &[ScramCredentials],
-    ) -> StorageResult<()> {
+    async fn create(&self, host: &str, user: &str, creds: &[ScramCredentials]) -> StorageResult<()> {
         const OP: &str = "accounts.create";
         let (host, user, creds) = (host.to_owned(), user.to_owned(), creds.to_vec());
         self.run(OP, move |conn| {
@@ -140,10 +133,8 @@ impl AccountStore for SqliteStore {
     async fn exists(&self, host: &str, user: &str) -> StorageResult<bool> {
         const OP: &str = "accounts.exists";
         let (host, user) = (host.to_owned(), user.to_owned());
-        self.run(OP, move |conn| {
-            account_exists(conn, &host, &user).context(OP)
-        })
-        .await
+        self.run(OP, move |conn| account_exists(conn, &host, &user).context(OP))
+            .await
     }
 
     async fn delete(&self, host: &str, user: &str) -> StorageResult<bool> {
@@ -249,10 +240,7 @@ mod tests {
             .create("h", "u", &[creds(ScramHash::Sha256, 3)])
             .await
             .unwrap();
-        assert_eq!(
-            store.credentials("h", "u", ScramHash::Sha1).await.unwrap(),
-            None
-        );
+        assert_eq!(store.credentials("h", "u", ScramHash::Sha1).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -269,10 +257,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StorageError::Conflict(_)), "{err:?}");
         assert_eq!(
-            store
-                .credentials("h", "alice", ScramHash::Sha256)
-                .await
-                .unwrap(),
+            store.credentials("h", "alice", ScramHash::Sha256).await.unwrap(),
             Some(original)
         );
     }
@@ -304,28 +289,17 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            store
-                .credentials("h", "u", ScramHash::Sha256)
-                .await
-                .unwrap(),
+            store.credentials("h", "u", ScramHash::Sha256).await.unwrap(),
             Some(new)
         );
         // The old SHA-1 keys must not keep the old password valid.
-        assert_eq!(
-            store.credentials("h", "u", ScramHash::Sha1).await.unwrap(),
-            None
-        );
+        assert_eq!(store.credentials("h", "u", ScramHash::Sha1).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn list_is_per_host_and_sorted() {
         let (_dir, store) = temp_store();
-        for (host, user) in [
-            ("h", "carol"),
-            ("h", "alice"),
-            ("other", "bob"),
-            ("h", "bob"),
-        ] {
+        for (host, user) in [("h", "carol"), ("h", "alice"), ("other", "bob"), ("h", "bob")] {
             store.create(host, user, &[]).await.unwrap();
         }
         assert_eq!(
@@ -352,10 +326,7 @@ mod tests {
         // Recreated, the account starts without the old keys.
         store.create("h", "u", &[]).await.unwrap();
         assert_eq!(
-            store
-                .credentials("h", "u", ScramHash::Sha256)
-                .await
-                .unwrap(),
+            store.credentials("h", "u", ScramHash::Sha256).await.unwrap(),
             None
         );
     }
@@ -391,12 +362,7 @@ mod tests {
         assert!(version_after > version_before);
         assert!(store.pending_in("h", "u").await.unwrap().is_empty());
         assert_eq!(store.count("h", "u").await.unwrap(), 0);
-        assert!(
-            OfflineStore::list(&store, "h", "u")
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(OfflineStore::list(&store, "h", "u").await.unwrap().is_empty());
         // No orphaned groups remain.
         let orphans: i64 = store
             .inner

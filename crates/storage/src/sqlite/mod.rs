@@ -42,15 +42,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
     #[error("cannot create database directory {}: {source}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open database {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error("cannot set PRAGMA {pragma}: {source}")]
     Pragma {
         pragma: &'static str,
@@ -61,10 +55,7 @@ pub enum SqliteError {
     #[error("database refused journal_mode=WAL (it is in mode {0:?})")]
     NotWal(String),
     #[error("database schema migration to version {version} failed: {source}")]
-    Migration {
-        version: usize,
-        source: rusqlite::Error,
-    },
+    Migration { version: usize, source: rusqlite::Error },
     /// The file was written by a newer Jackdaw; refuse rather than guess.
     #[error("database schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: usize },
@@ -108,11 +99,10 @@ impl SqliteStore {
             // We serialise access ourselves (the Mutex), so SQLite's own
             // per-connection mutex would only cost time.
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn =
-            Connection::open_with_flags(path, flags).map_err(|source| SqliteError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|source| SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         configure(&conn)?;
         migrate(&mut conn)?;
         tracing::debug!(path = %path.display(), "opened SQLite storage");
@@ -399,13 +389,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let (version, items) = store
-            .clone()
-            .stores()
-            .rosters
-            .roster("h", "u")
-            .await
-            .unwrap();
+        let (version, items) = store.clone().stores().rosters.roster("h", "u").await.unwrap();
         assert_eq!(version, 1);
         assert_eq!(items.len(), 1);
     }

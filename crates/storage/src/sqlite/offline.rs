@@ -38,11 +38,9 @@ impl OfflineStore for SqliteStore {
             if count(&tx, &host, &user)? >= quota {
                 return Err(StorageError::QuotaExceeded);
             }
-            tx.prepare_cached(
-                "INSERT INTO offline_messages (host, username, stanza) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut stmt| stmt.execute(params![host, user, stanza]))
-            .context(OP)?;
+            tx.prepare_cached("INSERT INTO offline_messages (host, username, stanza) VALUES (?1, ?2, ?3)")
+                .and_then(|mut stmt| stmt.execute(params![host, user, stanza]))
+                .context(OP)?;
             tx.commit().context(OP)
         })
         .await
@@ -116,9 +114,7 @@ mod tests {
         let messages = store.list("h", "u").await.unwrap();
         assert_eq!(
             stanzas(&messages),
-            (0..5)
-                .map(|i| format!("<message id='{i}'/>"))
-                .collect::<Vec<_>>()
+            (0..5).map(|i| format!("<message id='{i}'/>")).collect::<Vec<_>>()
         );
         assert!(messages.windows(2).all(|w| w[0].id < w[1].id));
         // Listing does not consume.
@@ -155,11 +151,7 @@ mod tests {
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move {
-                    store
-                        .push("h", "u", &format!("<message id='{i}'/>"), 7)
-                        .await
-                })
+                tokio::spawn(async move { store.push("h", "u", &format!("<message id='{i}'/>"), 7).await })
             })
             .collect();
         let mut stored = 0;
@@ -195,10 +187,7 @@ mod tests {
         assert_eq!(store.count("h", "u").await.unwrap(), 0);
         // Ids are not reused once freed, so a late remove_up_to for the old
         // batch cannot delete a newer message.
-        store
-            .push("h", "u", "<message id='new'/>", 100)
-            .await
-            .unwrap();
+        store.push("h", "u", "<message id='new'/>", 100).await.unwrap();
         store.remove_up_to("h", "u", messages[3].id).await.unwrap();
         let left = store.list("h", "u").await.unwrap();
         assert_eq!(stanzas(&left), ["<message id='new'/>"]);
@@ -216,10 +205,7 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         let messages = store.list("h", "u").await.unwrap();
-        assert_eq!(
-            stanzas(&messages),
-            ["<message id='a'/>", "<message id='b'/>"]
-        );
+        assert_eq!(stanzas(&messages), ["<message id='a'/>", "<message id='b'/>"]);
         store.remove_up_to("h", "u", messages[0].id).await.unwrap();
         drop(store);
         let store = SqliteStore::open(&path).unwrap();

@@ -112,10 +112,7 @@ impl RosterStore for SqliteStore {
                     "SELECT {ITEM_COLUMNS} FROM roster_items
                      WHERE host = ?1 AND username = ?2 ORDER BY id"
                 ))
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![host, user], ItemRow::from_row)?
-                        .collect()
-                })
+                .and_then(|mut stmt| stmt.query_map(params![host, user], ItemRow::from_row)?.collect())
                 .context(OP)?;
             let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
             {
@@ -145,12 +142,7 @@ impl RosterStore for SqliteStore {
         .await
     }
 
-    async fn item(
-        &self,
-        host: &str,
-        user: &str,
-        contact: &str,
-    ) -> StorageResult<Option<RosterItem>> {
+    async fn item(&self, host: &str, user: &str, contact: &str) -> StorageResult<Option<RosterItem>> {
         const OP: &str = "roster.item";
         let (host, user, contact) = (host.to_owned(), user.to_owned(), contact.to_owned());
         self.run(OP, move |conn| {
@@ -169,9 +161,7 @@ impl RosterStore for SqliteStore {
                 return Ok(None);
             };
             let groups = tx
-                .prepare_cached(
-                    "SELECT name FROM roster_groups WHERE item_id = ?1 ORDER BY position",
-                )
+                .prepare_cached("SELECT name FROM roster_groups WHERE item_id = ?1 ORDER BY position")
                 .and_then(|mut stmt| stmt.query_map([row.id], |r| r.get(0))?.collect())
                 .context(OP)?;
             row.into_item(groups).map(Some)
@@ -226,8 +216,7 @@ impl RosterStore for SqliteStore {
                     )
                     .context(OP)?;
                 for (position, group) in item.groups.iter().enumerate() {
-                    stmt.execute(params![id, group, position as i64])
-                        .context(OP)?;
+                    stmt.execute(params![id, group, position as i64]).context(OP)?;
                 }
             }
             let version = bump_version(&tx, &host, &user)?;
@@ -237,12 +226,7 @@ impl RosterStore for SqliteStore {
         .await
     }
 
-    async fn remove_item(
-        &self,
-        host: &str,
-        user: &str,
-        contact: &str,
-    ) -> StorageResult<Option<u64>> {
+    async fn remove_item(&self, host: &str, user: &str, contact: &str) -> StorageResult<Option<u64>> {
         const OP: &str = "roster.remove_item";
         let (host, user, contact) = (host.to_owned(), user.to_owned(), contact.to_owned());
         self.run(OP, move |conn| {
@@ -266,13 +250,7 @@ impl RosterStore for SqliteStore {
         .await
     }
 
-    async fn add_pending_in(
-        &self,
-        host: &str,
-        user: &str,
-        contact: &str,
-        stanza: &str,
-    ) -> StorageResult<()> {
+    async fn add_pending_in(&self, host: &str, user: &str, contact: &str, stanza: &str) -> StorageResult<()> {
         const OP: &str = "roster.add_pending_in";
         let (host, user, contact, stanza) = (
             host.to_owned(),
@@ -295,12 +273,7 @@ impl RosterStore for SqliteStore {
         .await
     }
 
-    async fn remove_pending_in(
-        &self,
-        host: &str,
-        user: &str,
-        contact: &str,
-    ) -> StorageResult<bool> {
+    async fn remove_pending_in(&self, host: &str, user: &str, contact: &str) -> StorageResult<bool> {
         const OP: &str = "roster.remove_pending_in";
         let (host, user, contact) = (host.to_owned(), user.to_owned(), contact.to_owned());
         self.run(OP, move |conn| {
@@ -369,10 +342,7 @@ mod tests {
         let v1 = store.put_item("h", "romeo", &juliet).await.unwrap();
         assert_eq!(v1, 1);
         assert_eq!(
-            store
-                .item("h", "romeo", "juliet@example.com")
-                .await
-                .unwrap(),
+            store.item("h", "romeo", "juliet@example.com").await.unwrap(),
             Some(juliet.clone())
         );
 
@@ -401,10 +371,7 @@ mod tests {
             Some(4)
         );
         assert_eq!(
-            store
-                .item("h", "romeo", "juliet@example.com")
-                .await
-                .unwrap(),
+            store.item("h", "romeo", "juliet@example.com").await.unwrap(),
             None
         );
         assert_eq!(store.roster("h", "romeo").await.unwrap(), (4, vec![nurse]));
@@ -446,10 +413,7 @@ mod tests {
             assert_eq!(store.roster("h", "u").await.unwrap().0, last);
         }
         // Re-putting an identical item still counts as a change.
-        let v = store
-            .put_item("h", "u", &item("c0@h", &["g"]))
-            .await
-            .unwrap();
+        let v = store.put_item("h", "u", &item("c0@h", &["g"])).await.unwrap();
         assert!(v > last);
         last = v;
         // Removing an absent item changes nothing.
@@ -469,25 +433,10 @@ mod tests {
     #[tokio::test]
     async fn users_are_isolated() {
         let (_dir, store) = temp_store();
-        store
-            .put_item("h", "a", &item("c@h", &["A"]))
-            .await
-            .unwrap();
+        store.put_item("h", "a", &item("c@h", &["A"])).await.unwrap();
         store.put_item("h", "a", &item("d@h", &[])).await.unwrap();
-        assert_eq!(
-            store
-                .put_item("h", "b", &item("c@h", &["B"]))
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .put_item("other", "a", &item("c@h", &[]))
-                .await
-                .unwrap(),
-            1
-        );
+        assert_eq!(store.put_item("h", "b", &item("c@h", &["B"])).await.unwrap(), 1);
+        assert_eq!(store.put_item("other", "a", &item("c@h", &[])).await.unwrap(), 1);
         assert_eq!(
             store.roster("h", "b").await.unwrap(),
             (1, vec![item("c@h", &["B"])])
