@@ -34,9 +34,7 @@ def binary() -> Path:
 
 
 @pytest.fixture
-def make_server(
-    request: pytest.FixtureRequest, tmp_path: Path, binary: Path
-) -> Iterator[Callable[..., JackdawServer]]:
+def make_server(request: pytest.FixtureRequest, tmp_path: Path, binary: Path) -> Iterator[Callable[..., JackdawServer]]:
     """A factory: ``make_server(options={...}, host_options={...}, users=..., start=True)``.
 
     ``users`` maps user names to passwords (default: alice, bob and carol),

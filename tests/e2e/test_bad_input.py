@@ -46,7 +46,10 @@ ENTITY_DECLARATIONS = {
 }
 
 #: A stream header cut short, as a client on a dying link leaves it.
-PARTIAL_HEADER = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localh"
+PARTIAL_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' to='localh"
+)
 
 
 def open_plain_stream(server) -> RawStream:
@@ -124,11 +127,28 @@ def test_stanza_over_size_limit_after_auth(make_server):
 
 
 def test_stanza_over_size_limit_before_auth(make_server):
-    """Before authentication the limit is no larger: a 12 kB element from an
-    unauthenticated peer ends its stream with policy-violation."""
+    """Before authentication the limit is no larger than the configured one:
+    a 10.1 kB element from an encrypted but unauthenticated peer ends its
+    stream with policy-violation when c2s_stanza_size_limit = 10000."""
     server = make_server(options={"c2s_stanza_size_limit": SIZE_LIMIT})
-    with open_plain_stream(server) as stream:
-        stream.send(message_of_size(12_000))
+    # Over TLS: before TLS any stanza is refused for want of TLS, whatever its size.
+    with RawStream.connect(server.direct_tls_port, direct_tls=True) as stream:
+        stream.open()
+        stream.read_features()
+        stream.send(message_of_size(SIZE_LIMIT + 100))
+        error = stream.expect_stream_error()
+        assert error.condition == "policy-violation", stream.dump()
+    assert_server_still_serves(server)
+
+
+def test_large_stanza_before_auth_refused_with_default_limits(server):
+    """With the default limits an unauthenticated (encrypted) peer cannot
+    send a 20 kB element: policy-violation, long before any account is
+    involved."""
+    with RawStream.connect(server.direct_tls_port, direct_tls=True) as stream:
+        stream.open()
+        stream.read_features()
+        stream.send(message_of_size(20_000))
         error = stream.expect_stream_error()
         assert error.condition == "policy-violation", stream.dump()
     assert_server_still_serves(server)
@@ -196,7 +216,9 @@ def test_malformed_base64_in_sasl(server, step):
         stream.connect_encrypted(direct_tls=False)
         garbage = "!!!not*base64%%%"
         if step == "SCRAM-SHA-256-response":
-            stream.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>biwsbj1hbGljZSxyPWFiY2RlZmdoaWprbA==</auth>")
+            stream.send(
+                f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>biwsbj1hbGljZSxyPWFiY2RlZmdoaWprbA==</auth>"
+            )
             challenge = stream.read_element()
             assert challenge.tag == f"{{{NS_SASL}}}challenge", stream.dump()
             stream.send(f"<response xmlns='{NS_SASL}'>{garbage}</response>")

@@ -80,7 +80,8 @@ def test_unknown_host_key_named_with_line_and_suggestion(binary, tmp_path):
     result = check_config(binary, config)
     assert result.returncode != 0, output_of(result)
     line = line_of(text, "allow_registraton")
-    assert re.search(rf'{re.escape(str(config))}:{line}: unknown option "allow_registraton"', output_of(result)), output_of(result)
+    pattern = rf'{re.escape(str(config))}:{line}: unknown option "allow_registraton"'
+    assert re.search(pattern, output_of(result)), output_of(result)
     assert '"allow_registration"' in output_of(result), output_of(result)
 
 
@@ -121,4 +122,6 @@ def test_invalid_value_reported_with_line(binary, tmp_path, text):
     config = write_config(tmp_path, text)
     result = check_config(binary, config)
     assert result.returncode != 0
-    assert re.search(rf"{re.escape(str(config))}:1\b", output_of(result)) or "line 1" in output_of(result), output_of(result)
+    assert re.search(rf"{re.escape(str(config))}:1\b", output_of(result)) or "line 1" in output_of(result), output_of(
+        result
+    )

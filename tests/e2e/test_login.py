@@ -10,7 +10,7 @@ from slixmpp.exceptions import IqError
 
 from harness import DOMAIN
 from harness.client import Client, LoginFailed
-from harness.raw import NS_REGISTER_FEATURE, RawStream
+from harness.raw import NS_REGISTER_FEATURE, NS_STREAM, NS_STREAM_ERRORS, RawStream
 from harness.scenarios import assert_login_works, assert_pong
 
 TRANSPORTS = {"starttls": False, "direct_tls": True}
@@ -105,7 +105,9 @@ async def test_in_band_registration_then_login(server):
     try:
         await client.login()
     except LoginFailed:
-        advertised = [f for f in client.features if f.xml.find("{http://jabber.org/features/iq-register}register") is not None]
+        advertised = [
+            f for f in client.features if f.xml.find("{http://jabber.org/features/iq-register}register") is not None
+        ]
         assert advertised, "the server did not advertise in-band registration in its stream features"
         raise
     try:
@@ -156,7 +158,13 @@ def test_registration_refused_when_disabled(make_server):
             "<username>erin</username><password>erin-Secret-5</password></query></iq>"
         )
         reply = stream.read_element()
-        assert reply.get("id") == "reg1" and reply.get("type") == "error", stream.dump()
+        # Either refusal is right: an IQ error (XEP-0077), or, for a server that
+        # takes no stanza before authentication, not-authorized (RFC 6120 §4.9.3.12).
+        refused_iq = reply.get("id") == "reg1" and reply.get("type") == "error"
+        refused_stream = (
+            reply.tag == f"{{{NS_STREAM}}}error" and reply.find(f"{{{NS_STREAM_ERRORS}}}not-authorized") is not None
+        )
+        assert refused_iq or refused_stream, stream.dump()
     assert not any("erin" in line for line in server.list_users())
 
 
@@ -164,3 +172,33 @@ async def test_login_after_restart(server):
     """Accounts persist: after a restart alice logs in with the same password."""
     server.restart()
     await assert_login_works(server, "alice")
+
+
+async def test_same_resource_twice_never_shares_a_full_jid(server):
+    """alice logs in twice asking for the resource "same": either the old
+    session is closed with <conflict/> or the new one gets another resource
+    (RFC 6120 §7.7.2.2); two live sessions never share one full JID."""
+    first = await Client(server, "alice", resource="same").login()
+    second = await Client(server, "alice", resource="same").login()
+    try:
+        if second.jid.resource == "same":
+            await first.wait_disconnected(timeout=10)
+            assert first.stream_errors == ["conflict"]
+        else:
+            await assert_pong(first)
+        await assert_pong(second)
+    finally:
+        await asyncio.gather(first.close(), second.close())
+
+
+async def test_authenticated_session_not_cut_by_c2s_timeout(server):
+    """c2s_timeout limits only unauthenticated streams: alice, logged in and
+    idle for longer than it, stays connected and served."""
+    client = await Client(server, "alice").login()
+    try:
+        idle = server.options["c2s_timeout"] + 2
+        with pytest.raises(asyncio.TimeoutError):
+            await client.wait_disconnected(timeout=idle)
+        await assert_pong(client)
+    finally:
+        await client.close()

@@ -3,9 +3,12 @@ user who is offline, including across a server restart (XEP-0203 delay)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
+from harness import PASSWORDS
 from harness.client import delay_of
+from harness.raw import NS_STREAM, NS_STREAM_ERRORS, RawStream
 from harness.scenarios import assert_pong, logged_in
 
 ALICE = "alice@localhost"
@@ -94,3 +97,27 @@ async def test_offline_message_delivered_once(server):
         alice.send_message(BOB, "marker")  # bob is online now: delivered live
         await bob.next_message(ALICE, "marker")
         assert bob.received("message", lambda m: m["body"] == "just once") == []
+
+
+async def test_sender_cannot_forge_from(server):
+    """alice's raw client claims to be bob in a message's from: carol sees it
+    from alice's real full JID, or alice's stream ends with invalid-from and
+    nothing reaches carol (RFC 6120 §8.1.2.1)."""
+    async with logged_in(server, "carol", "bob") as (carol, bob):
+        await carol.go_online()
+        stream = RawStream.connect(server.direct_tls_port, direct_tls=True)
+        with stream:
+            await asyncio.to_thread(stream.login_plain, "alice", PASSWORDS["alice"], True, "raw")
+            stream.send(
+                "<message from='bob@localhost/forged' to='carol@localhost' type='chat'><body>forged</body></message>"
+                "<iq type='get' id='after' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )
+            reply = await asyncio.to_thread(stream.read_element)
+        if reply.tag == f"{{{NS_STREAM}}}error":
+            assert reply.find(f"{{{NS_STREAM_ERRORS}}}invalid-from") is not None, stream.dump()
+            bob.send_message("carol@localhost", "marker")
+            await carol.next_message(BOB, "marker")
+            assert carol.received("message", lambda m: m["body"] == "forged") == []
+        else:
+            message = await carol.next_message(body="forged")
+            assert str(message["from"]) == "alice@localhost/raw"

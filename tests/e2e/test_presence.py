@@ -156,3 +156,31 @@ async def test_subscription_handshake_from_scratch(server):
         await wait_subscription(bob, ALICE, "both")
         await alice.next_presence(str(bob.jid), "available")
         await bob.next_presence(str(alice.jid), "available")
+
+
+async def test_no_presence_without_subscription(server):
+    """bob has no subscription to alice: her status changes never reach him."""
+    async with logged_in(server, "alice", "bob") as (alice, bob):
+        await online_with_roster(alice, bob)
+        alice.send_presence(pshow="away", pstatus="private status")
+        alice.send_message(BOB, "marker after status")
+        await bob.next_message(str(alice.jid), "marker after status")
+        assert bob.received("presence", lambda p: p["from"].bare == ALICE) == []
+
+
+async def test_subscription_survives_restart(server):
+    """A mutual subscription is stored: after a restart, alice coming online
+    gets bob's presence and both rosters still say "both"."""
+    async with logged_in(server, "alice", "bob") as (alice, bob):
+        await online_with_roster(alice, bob)
+        await subscribe_mutually(alice, bob)
+
+    server.restart()
+
+    async with logged_in(server, "alice", "bob") as (alice, bob):
+        assert roster_items(await alice.roster_get())[BOB]["subscription"] == "both"
+        assert roster_items(await bob.roster_get())[ALICE]["subscription"] == "both"
+        await bob.go_online(status="back")
+        await alice.go_online()
+        presence = await alice.next_presence(str(bob.jid), "available")
+        assert presence["status"] == "back"

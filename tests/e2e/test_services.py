@@ -58,3 +58,13 @@ async def test_unknown_request_answered_with_error(server):
             await iq.send(timeout=10)
         assert refused.value.iq["error"]["condition"] in ("service-unavailable", "feature-not-implemented")
         await assert_pong(alice)  # and the session goes on
+
+
+async def test_iq_routed_to_full_jid(server):
+    """alice asks bob's client (his full JID) for its software version; bob's
+    slixmpp answers through the server and alice gets the reply from him."""
+    async with logged_in(server, "alice", ("bob", "phone")) as (alice, bob):
+        await bob.go_online()
+        reply = await alice.xmpp.plugin["xep_0092"].get_version(str(bob.jid), timeout=10)
+        assert str(reply["from"]) == "bob@localhost/phone"
+        assert reply["software_version"]["name"] == "Slixmpp"

@@ -295,9 +295,7 @@ class Client:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 seen = "\n  ".join(describe(stanza) for stanza in self.inbox) or "(nothing)"
-                raise AssertionError(
-                    f"{self.name} received no {kind} {what} within {timeout} s; inbox:\n  {seen}"
-                )
+                raise AssertionError(f"{self.name} received no {kind} {what} within {timeout} s; inbox:\n  {seen}")
             arrived = self._arrived
             try:
                 await asyncio.wait_for(arrived.wait(), remaining)
@@ -320,9 +318,7 @@ class Client:
         kwargs.setdefault("what", f"from {sender} with body {body!r}")
         return await self.next("message", match, **kwargs)
 
-    async def next_presence(
-        self, sender: str | None = None, ptype: str | None = None, **kwargs: Any
-    ) -> ElementBase:
+    async def next_presence(self, sender: str | None = None, ptype: str | None = None, **kwargs: Any) -> ElementBase:
         """The next presence from ``sender`` (bare or full JID) of ``ptype``
         (``available`` for one without a type attribute)."""
 

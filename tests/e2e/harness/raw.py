@@ -197,9 +197,7 @@ class RawStream:
                     elif self.depth == 0:
                         self.stream_ended = True
         except ET.ParseError as error:
-            raise AssertionError(
-                f"the server sent XML that is not well-formed ({error})\n" + self.dump()
-            ) from None
+            raise AssertionError(f"the server sent XML that is not well-formed ({error})\n" + self.dump()) from None
 
     def _receive(self, deadline: float) -> bool:
         """Read once; False when the server has closed the connection."""
@@ -360,9 +358,7 @@ class RawStream:
         self.open()
         features = self.read_features()
         assert features.find(f"{{{NS_BIND}}}bind") is not None, f"no bind feature\n{self.dump()}"
-        self.send(
-            f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind></iq>"
-        )
+        self.send(f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind></iq>")
         reply = self.read_element()
         jid = reply.find(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid")
         assert reply.get("type") == "result" and jid is not None, f"bind failed\n{self.dump()}"

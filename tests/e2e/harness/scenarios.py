@@ -15,7 +15,9 @@ from .server import JackdawServer
 
 
 @contextlib.asynccontextmanager
-async def logged_in(server: JackdawServer, *specs: str | tuple[str, str], **options: Any) -> AsyncIterator[list[Client]]:
+async def logged_in(
+    server: JackdawServer, *specs: str | tuple[str, str], **options: Any
+) -> AsyncIterator[list[Client]]:
     """Log in several users at once, e.g. ``logged_in(server, ("alice", "desk"), "bob")``.
 
     A spec is a user name or a (user, resource) pair; every client is

@@ -76,7 +76,7 @@ class ScramClient:
         without_proof = b"c=" + channel_binding + b",r=" + nonce
         auth_message = self.client_first_bare + b"," + server_first + b"," + without_proof
         signature = self._hmac(stored_key, auth_message)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         server_key = self._hmac(salted, b"Server Key")
         self.server_signature = self._hmac(server_key, auth_message)
         return without_proof + b",p=" + base64.b64encode(proof)

@@ -165,8 +165,7 @@ class JackdawServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(
-                    f"jackdaw exited with code {self.process.returncode} before "
-                    f"writing {self.listeners_file}"
+                    f"jackdaw exited with code {self.process.returncode} before writing {self.listeners_file}"
                 )
             if self.listeners_file.exists():
                 # Written then renamed by the server, so it is complete.
