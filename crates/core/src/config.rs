@@ -253,6 +253,10 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
+        problems.extend(check_types(text, &file));
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         let mut table: toml::Table = toml::from_str(text)
             .map_err(|e: toml::de::Error| ConfigError::Invalid(vec![format!("{file}: {e}")]))?;
         let hosts_table = take_tables(&mut table, "hosts", &file, &mut problems);
@@ -451,6 +455,31 @@ fn check_keys(text: &str, file: &str, known: &KnownOptions) -> Vec<String> {
     problems
 }
 
+/// Deserialises the core option structs straight from the text, so a
+/// value of the wrong type is reported with its line.
+fn check_types(text: &str, file: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct HostTables {
+        #[serde(default)]
+        #[allow(dead_code)] // only deserialised for its errors
+        hosts: std::collections::BTreeMap<String, HostConfig>,
+    }
+    let errors = [
+        toml::from_str::<GlobalConfig>(text).err(),
+        toml::from_str::<HostConfig>(text).err(),
+        toml::from_str::<HostTables>(text).err(),
+    ];
+    let mut problems: Vec<String> = Vec::new();
+    for e in errors.into_iter().flatten() {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        let msg = format!("{file}:{line}: {}", e.message().trim());
+        if !problems.contains(&msg) {
+            problems.push(msg);
+        }
+    }
+    problems
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -516,6 +545,17 @@ mod tests {
             msg.contains("c2s_stanza_size_limit") && msg.contains("c2s_timeout"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn wrong_type_names_its_line() {
+        let text =
+            "c2s_ports = [5222]\nc2s_timeout = 'three'\n[hosts.\"a.example\"]\nallow_registration = 1\n";
+        let msg = Config::parse(text, Some(Path::new("j.toml")), &known())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("j.toml:2:"), "{msg}");
+        assert!(msg.contains("j.toml:4:"), "{msg}");
     }
 
     #[test]

@@ -113,8 +113,9 @@ struct Connection {
 
 impl Connection {
     fn new(server: Arc<Server>, io: Transport, peer: SocketAddr) -> Self {
+        let g = &server.config.global;
         let limits = Limits {
-            max_stanza_bytes: server.config.global.c2s_preauth_stanza_size_limit,
+            max_stanza_bytes: g.c2s_preauth_stanza_size_limit.min(g.c2s_stanza_size_limit),
             ..Limits::default()
         };
         let bindings = match &io {
@@ -264,6 +265,11 @@ impl Connection {
             return Err(self
                 .stream_error(StreamError::InvalidNamespace(header.stream_ns.clone()))
                 .await);
+        }
+        // RFC 6120 §4.8.2: the content namespace of a client stream.
+        if header.default_ns.as_deref() != Some(ns::CLIENT) {
+            let found = header.default_ns.clone().unwrap_or_default();
+            return Err(self.stream_error(StreamError::InvalidNamespace(found)).await);
         }
         let to = header.to.as_deref().map(str::to_ascii_lowercase);
         match to {
@@ -432,7 +438,7 @@ impl Connection {
             max_stanza_bytes: if self.user.is_some() {
                 g.c2s_stanza_size_limit
             } else {
-                g.c2s_preauth_stanza_size_limit
+                g.c2s_preauth_stanza_size_limit.min(g.c2s_stanza_size_limit)
             },
             ..Limits::default()
         }

@@ -43,7 +43,13 @@ pub struct StreamHeader {
     pub from: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
+    /// The default namespace the header declares (`jabber:client` for
+    /// clients); rxml resolves namespaces, so this is read separately.
+    pub default_ns: Option<String>,
 }
+
+/// The most bytes a stream header (with the XML declaration) may take.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub enum StreamEvent {
@@ -60,6 +66,9 @@ pub struct StreamParser {
     in_stream: bool,
     stanza_bytes: usize,
     limits: Limits,
+    /// Raw bytes seen before the stream header was complete, to read its
+    /// default namespace declaration.
+    header_bytes: Vec<u8>,
 }
 
 impl StreamParser {
@@ -70,6 +79,7 @@ impl StreamParser {
             in_stream: false,
             stanza_bytes: 0,
             limits,
+            header_bytes: Vec::new(),
         }
     }
 
@@ -80,6 +90,12 @@ impl StreamParser {
     /// Feeds bytes read from the peer, appending complete events to `out`.
     /// All of `data` is consumed unless an error is returned.
     pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), StreamError> {
+        if !self.in_stream {
+            // A header longer than this is cut, and then found to lack its
+            // namespace declaration.
+            let room = MAX_HEADER_BYTES.saturating_sub(self.header_bytes.len());
+            self.header_bytes.extend_from_slice(&data[..data.len().min(room)]);
+        }
         loop {
             match self.parser.parse(&mut data, false) {
                 Ok(Some(ev)) => self.handle(ev, out)?,
@@ -120,11 +136,12 @@ impl StreamParser {
             Event::StartElement(metrics, (ns, name), attrs) => {
                 if !self.in_stream {
                     self.in_stream = true;
-                    out.push(StreamEvent::Header(header_from(
-                        ns.as_str(),
-                        name.as_str(),
-                        &attrs,
-                    )));
+                    if attrs.len() > self.limits.max_attributes {
+                        return Err(StreamError::PolicyViolation("too many attributes".into()));
+                    }
+                    let mut header = header_from(ns.as_str(), name.as_str(), &attrs);
+                    header.default_ns = default_namespace(&std::mem::take(&mut self.header_bytes));
+                    out.push(StreamEvent::Header(header));
                     return Ok(());
                 }
                 if self.stack.is_empty() {
@@ -168,6 +185,21 @@ impl StreamParser {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Reads the default namespace declared on the first element of `raw`
+/// with rxml's raw (non-namespace-resolving) parser.
+fn default_namespace(mut raw: &[u8]) -> Option<String> {
+    let mut parser = rxml::RawParser::new();
+    loop {
+        match parser.parse(&mut raw, false) {
+            Ok(Some(rxml::RawEvent::Attribute(_, (None, name), value))) if name.as_str() == "xmlns" => {
+                return Some(value.to_string());
+            }
+            Ok(Some(rxml::RawEvent::ElementHeadClose(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(_)) => {}
         }
     }
 }
@@ -216,6 +248,7 @@ mod tests {
         match &out[0] {
             StreamEvent::Header(h) => {
                 assert_eq!(h.stream_ns, ns::STREAM);
+                assert_eq!(h.default_ns.as_deref(), Some("jabber:client"));
                 assert_eq!(h.to.as_deref(), Some("localhost"));
                 assert_eq!(h.version.as_deref(), Some("1.0"));
             }
@@ -280,5 +313,23 @@ mod tests {
     fn processing_instructions_are_refused() {
         let doc = format!("{HEADER}<?evil stuff?>");
         assert!(parse_all(doc.as_bytes(), Limits::default()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn default_namespace_is_reported_for_any_content_namespace() {
+        let doc = "<?xml version='1.0'?><stream:stream xmlns='urn:example:x' \
+            xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0' xml:lang='en'>";
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        p.feed(doc.as_bytes(), &mut out).unwrap();
+        match out.first() {
+            Some(StreamEvent::Header(h)) => assert_eq!(h.default_ns.as_deref(), Some("urn:example:x")),
+            other => panic!("expected a header, got {other:?}"),
+        }
     }
 }

@@ -493,6 +493,13 @@ impl Presence {
                     };
                     self.save(server, owner, &item).await;
                     Self::deliver_to_available(server, owner, &delivered);
+                    // §3.3.3: the former subscriber sees us go unavailable.
+                    for r in server.available_resources(owner) {
+                        let p = stanza::new_stanza("presence", &[("type", "unavailable")]);
+                        server
+                            .route(with_addresses(&p, r.jid.as_str(), &contact_str), None)
+                            .await;
+                    }
                 } else if had_pending {
                     Self::deliver_to_available(server, owner, &delivered);
                 }
