@@ -113,21 +113,48 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-/// Logs to stderr; `log` is a level or a tracing filter, and RUST_LOG
-/// overrides it. TLS library chatter stays at info unless asked for.
-pub fn init_logging(filter: &str) {
-    use std::io::IsTerminal;
+/// Lets SIGHUP change the log filter of the running server.
+static LOG_RELOAD: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn log_filter(filter: &str) -> tracing_subscriber::EnvFilter {
+    // TLS library chatter stays at info unless a full filter asks for it.
     let directives = if filter.contains('=') {
         filter.to_string()
     } else {
         format!("{filter},rustls=info")
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives))
+}
+
+/// Logs to stderr; `log` is a level or a tracing filter, and RUST_LOG
+/// overrides it.
+pub fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(filter));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LOG_RELOAD.set(handle);
+    }
+}
+
+/// Applies a new `log` option to the running server.
+pub fn reload_logging(filter: &str) {
+    if let Some(handle) = LOG_RELOAD.get()
+        && let Err(e) = handle.reload(log_filter(filter))
+    {
+        tracing::error!(error = %e, "cannot change the log filter");
+    }
 }

@@ -213,10 +213,34 @@ async fn wait_for_signals(server: &Arc<Server>, cert: &certs::CertPaths) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => match server.tls.reload(&cert.cert, &cert.key) {
-                Ok(()) => info!("SIGHUP: certificates reloaded"),
-                Err(e) => error!(error = %e, "SIGHUP: certificate reload failed; keeping the old one"),
-            },
+            _ = hup.recv() => reload(server, cert),
+        }
+    }
+}
+
+/// SIGHUP: what can change safely in a running server does (certificates,
+/// the log filter); the config file is re-checked and anything else that
+/// changed is reported as needing a restart.
+fn reload(server: &Server, cert: &certs::CertPaths) {
+    match server.tls.reload(&cert.cert, &cert.key) {
+        Ok(()) => info!("SIGHUP: certificates reloaded"),
+        Err(e) => error!(error = %e, "SIGHUP: certificate reload failed; keeping the old one"),
+    }
+    let Some(path) = &server.config.source else { return };
+    match Config::load(path, &jackdaw_modules::known_options()) {
+        Ok(new) => {
+            crate::reload_logging(&new.global.log);
+            let mut old_rest = server.config.clone();
+            let mut new_rest = new.clone();
+            old_rest.global.log.clear();
+            new_rest.global.log.clear();
+            if format!("{old_rest:?}") != format!("{new_rest:?}") {
+                warn!(config = %path.display(), "SIGHUP: config changed beyond `log`; restart to apply those changes");
+            }
+            info!(log = %new.global.log, "SIGHUP: config re-read");
+        }
+        Err(e) => {
+            error!(config = %path.display(), "SIGHUP: config has errors, keeping the running one:\n{e}")
         }
     }
 }
