@@ -6,6 +6,8 @@ pub mod auth;
 pub mod c2s;
 pub mod config;
 pub mod hooks;
+pub mod http_client;
+pub mod metrics;
 pub mod roster;
 pub mod sasl;
 pub mod server;

@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::auth::rate_limit::AuthRateLimiter;
 use crate::config::{Config, HostConfig};
 use crate::hooks::{Event, Handled, Hooks, IqRequest, IqType};
+use crate::metrics::Metrics;
 use crate::session::{Session, SessionRegistry};
 use crate::stanza::{self, StanzaError, StanzaKind};
 use crate::storage::Stores;
@@ -34,6 +35,7 @@ pub struct Server {
     pub stores: Stores,
     pub tls: Tls,
     pub auth_limiter: AuthRateLimiter,
+    pub metrics: Arc<Metrics>,
     /// Cancelled on SIGTERM: every connection closes with system-shutdown.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to flush.

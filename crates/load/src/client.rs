@@ -93,12 +93,6 @@ pub struct User {
     pub scram: ScramCache,
 }
 
-impl User {
-    pub fn bare(&self, domain: &str) -> String {
-        format!("{}@{domain}", self.node)
-    }
-}
-
 /// The step a login was in when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -128,15 +122,15 @@ impl Step {
 /// Why a connection failed, with the step it was in.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("{}: {1}", .0.as_str())]
+    #[error("{}: {}", .0.as_str(), .1)]
     Io(Step, io::Error),
-    #[error("{}: no answer within {1:?}", .0.as_str())]
+    #[error("{}: no answer within {:?}", .0.as_str(), .1)]
     Timeout(Step, Duration),
     #[error("{}: server closed the stream", .0.as_str())]
     Closed(Step),
-    #[error("{}: stream error <{1}/>", .0.as_str())]
+    #[error("{}: stream error <{}/>", .0.as_str(), .1)]
     StreamError(Step, String),
-    #[error("{}: bad XML from the server: {1}", .0.as_str())]
+    #[error("{}: bad XML from the server: {}", .0.as_str(), .1)]
     Xml(Step, ScanError),
     #[error("tls: the server offers no STARTTLS")]
     NoStartTls,
@@ -146,9 +140,9 @@ pub enum ClientError {
     SaslFailure(String),
     #[error("auth: {0}")]
     Scram(#[from] sasl::SaslError),
-    #[error("{}: stanza error <{1}/>", .0.as_str())]
+    #[error("{}: stanza error <{}/>", .0.as_str(), .1)]
     StanzaError(Step, String),
-    #[error("{}: unexpected <{1}>", .0.as_str())]
+    #[error("{}: unexpected <{}>", .0.as_str(), .1)]
     Unexpected(Step, String),
 }
 
@@ -354,7 +348,11 @@ impl Conn {
 
     /// Reads once from the socket into the scanner.
     pub async fn read_some(&mut self, step: Step) -> Result<(), ClientError> {
-        let n = self.io.read(&mut self.rbuf).await.map_err(|e| ClientError::Io(step, e))?;
+        let n = self
+            .io
+            .read(&mut self.rbuf)
+            .await
+            .map_err(|e| ClientError::Io(step, e))?;
         if n == 0 {
             return Err(ClientError::Closed(step));
         }
@@ -384,7 +382,7 @@ impl Conn {
                         Some(Some(Err(ClientError::StreamError(step, cond))))
                     }
                     Some(Frame::Stanza(el)) => Some(f(&el)),
-                    Some(Frame::Header(_)) => {
+                    Some(Frame::Header) => {
                         Some(Some(Err(ClientError::Unexpected(step, "stream:stream".into()))))
                     }
                     Some(Frame::End) => Some(Some(Err(ClientError::Closed(step)))),
@@ -398,7 +396,9 @@ impl Conn {
                 }
             }
         };
-        timeout(limit, work).await.map_err(|_| ClientError::Timeout(step, limit))?
+        timeout(limit, work)
+            .await
+            .map_err(|_| ClientError::Timeout(step, limit))?
     }
 
     /// Opens a stream and waits for the server's header and features.
@@ -414,7 +414,7 @@ impl Conn {
         let work = async {
             loop {
                 let got_header = match self.scanner.next_frame().map_err(|e| ClientError::Xml(step, e))? {
-                    Some(Frame::Header(_)) => true,
+                    Some(Frame::Header) => true,
                     Some(Frame::End) => return Err(ClientError::Closed(step)),
                     Some(Frame::Stanza(el)) => {
                         return Err(ClientError::Unexpected(step, el.qname().to_string()));
@@ -427,7 +427,9 @@ impl Conn {
                 self.read_some(step).await?;
             }
         };
-        timeout(limit, work).await.map_err(|_| ClientError::Timeout(step, limit))??;
+        timeout(limit, work)
+            .await
+            .map_err(|_| ClientError::Timeout(step, limit))??;
         self.expect(step, limit, |el| match el.name() {
             "features" => Some(Ok(Features::parse(el))),
             other => Some(Err(ClientError::Unexpected(step, other.to_string()))),
@@ -444,7 +446,8 @@ impl Conn {
         if !features.starttls {
             return Err(ClientError::NoStartTls);
         }
-        self.send(Step::Tls, &format!("<starttls xmlns='{NS_TLS}'/>")).await?;
+        self.send(Step::Tls, &format!("<starttls xmlns='{NS_TLS}'/>"))
+            .await?;
         self.expect(Step::Tls, target.step_timeout, |el| match el.name() {
             "proceed" => Some(Ok(())),
             other => Some(Err(ClientError::Unexpected(Step::Tls, other.to_string()))),
@@ -455,7 +458,12 @@ impl Conn {
     }
 
     /// SASL with the target's mechanism.
-    pub async fn authenticate(&mut self, target: &Target, user: &User, features: &Features) -> Result<(), ClientError> {
+    pub async fn authenticate(
+        &mut self,
+        target: &Target,
+        user: &User,
+        features: &Features,
+    ) -> Result<(), ClientError> {
         let mech = target.mech.name();
         if !features.mechanisms.iter().any(|m| m == mech) {
             return Err(ClientError::NoMechanism(mech));
@@ -482,12 +490,16 @@ impl Conn {
                 let challenge = self
                     .expect(Step::Auth, limit, |el| match el.name() {
                         "challenge" => Some(decode_b64(&el.text())),
-                        _ => sasl_outcome(el).map(|r| r.and(Err(ClientError::Unexpected(Step::Auth, "success".into())))),
+                        _ => sasl_outcome(el)
+                            .map(|r| r.and(Err(ClientError::Unexpected(Step::Auth, "success".into())))),
                     })
                     .await?;
                 let response = scram.respond(&challenge, &user.password, &user.scram)?;
-                self.send(Step::Auth, &format!("<response xmlns='{NS_SASL}'>{response}</response>"))
-                    .await?;
+                self.send(
+                    Step::Auth,
+                    &format!("<response xmlns='{NS_SASL}'>{response}</response>"),
+                )
+                .await?;
                 let server_final = self.expect(Step::Auth, limit, sasl_outcome).await?;
                 scram.verify(&server_final)?;
                 Ok(())
@@ -502,9 +514,17 @@ impl Conn {
 
     /// Binds `resource` (RFC 6120 §7), establishes a legacy session if the
     /// server insists, and records the full JID.
-    pub async fn bind(&mut self, target: &Target, features: &Features, resource: &str) -> Result<(), ClientError> {
+    pub async fn bind(
+        &mut self,
+        target: &Target,
+        features: &Features,
+        resource: &str,
+    ) -> Result<(), ClientError> {
         if !features.bind {
-            return Err(ClientError::Unexpected(Step::Bind, "features without bind".into()));
+            return Err(ClientError::Unexpected(
+                Step::Bind,
+                "features without bind".into(),
+            ));
         }
         let id = self.new_id("bind");
         self.send(
@@ -587,9 +607,11 @@ impl Conn {
         )
         .await?;
         let created = conn
-            .expect(Step::Register, target.step_timeout, |el| match iq_response(el, &id, Step::Register) {
-                Some(Err(ClientError::StanzaError(_, c))) if c == "conflict" => Some(Ok(false)),
-                other => other.map(|r| r.map(|_| true)),
+            .expect(Step::Register, target.step_timeout, |el| {
+                match iq_response(el, &id, Step::Register) {
+                    Some(Err(ClientError::StanzaError(_, c))) if c == "conflict" => Some(Ok(false)),
+                    other => other.map(|r| r.map(|_| true)),
+                }
             })
             .await?;
         conn.close(target.step_timeout).await;

@@ -48,7 +48,9 @@ impl Probe {
                 loop {
                     tick.tick().await;
                     // The server may have exited; the samples so far stand.
-                    let Ok(s) = read(pid, ticks_per_second) else { return };
+                    let Ok(s) = read(pid, ticks_per_second) else {
+                        return;
+                    };
                     samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                 }
             }
@@ -135,7 +137,8 @@ fn read(pid: u32, ticks_per_second: u64) -> anyhow::Result<Snapshot> {
     let at = Instant::now();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
     let ticks = parse_cpu_ticks(&stat)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
     let rss_kib = parse_rss_kib(&status)?;
     Ok(Snapshot {
         at,

@@ -144,11 +144,20 @@ impl Report {
             row(
                 &mut t,
                 "registered",
-                format!("{} new, {} existing, {} failed", r.created, r.existing, r.failures.values().sum::<u64>()),
+                format!(
+                    "{} new, {} existing, {} failed",
+                    r.created,
+                    r.existing,
+                    r.failures.values().sum::<u64>()
+                ),
             );
         }
         let l = &self.login;
-        let label = if self.scenario == "login" { "logins" } else { "logins (set-up)" };
+        let label = if self.scenario == "login" {
+            "logins"
+        } else {
+            "logins (set-up)"
+        };
         row(
             &mut t,
             label,
@@ -185,7 +194,10 @@ impl Report {
             row(
                 &mut t,
                 "delivered",
-                format!("{} of {} expected = {:.1}/s", m.delivered, m.expected, m.delivered_per_s),
+                format!(
+                    "{} of {} expected = {:.1}/s",
+                    m.delivered, m.expected, m.delivered_per_s
+                ),
             );
             row(&mut t, "lost / bounced", format!("{} / {}", m.lost, m.bounced));
             if m.dropped_sessions > 0 {
@@ -194,7 +206,11 @@ impl Report {
             row(&mut t, "end-to-end latency", m.latency.line());
         }
         if let Some(i) = &self.idle {
-            row(&mut t, "idle sessions", format!("{} held {:.1} s", i.sessions, i.held_s));
+            row(
+                &mut t,
+                "idle sessions",
+                format!("{} held {:.1} s", i.sessions, i.held_s),
+            );
             if i.dropped_sessions > 0 {
                 row(&mut t, "dropped sessions", i.dropped_sessions.to_string());
             }

@@ -80,11 +80,6 @@ impl Run {
         Duration::from_secs_f64(self.common.duration)
     }
 
-    /// Microseconds since [`epoch`](Self::epoch), for message timestamps.
-    pub fn now_micros(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
     /// Creates every account with XEP-0077 (`--register`).
     pub async fn register_all(&self) -> anyhow::Result<RegisterSummary> {
         let created = Arc::new(AtomicU64::new(0));
@@ -168,8 +163,12 @@ impl Run {
             Full::Wait,
             None,
             |k| {
-                let (target, users, stats, slots) =
-                    (self.target.clone(), self.users.clone(), stats.clone(), slots.clone());
+                let (target, users, stats, slots) = (
+                    self.target.clone(),
+                    self.users.clone(),
+                    stats.clone(),
+                    slots.clone(),
+                );
                 let resource = format!("{}-{k}", self.common.resource);
                 async move {
                     let user = &users[k as usize];
@@ -197,7 +196,11 @@ impl Run {
                     .collect()
             })
             .unwrap_or_default();
-        LoginPhase { conns, stats, elapsed }
+        LoginPhase {
+            conns,
+            stats,
+            elapsed,
+        }
     }
 
     /// Prints `what` and `line()` to stderr every second until dropped,
@@ -218,7 +221,11 @@ impl Run {
                     .and_then(|p| p.recent())
                     .map(|(cpu, rss)| format!(" | server cpu {cpu:.0}% rss {:.1} MiB", rss as f64 / 1024.0))
                     .unwrap_or_default();
-                eprintln!("[{:>5.1}s] {what}: {}{server}", start.elapsed().as_secs_f64(), line());
+                eprintln!(
+                    "[{:>5.1}s] {what}: {}{server}",
+                    start.elapsed().as_secs_f64(),
+                    line()
+                );
             }
         });
         Progress(Some(task))

@@ -101,7 +101,12 @@ impl Scram {
 
     /// Answers the server-first-message (raw, decoded from base64) with
     /// the client-final-message (base64).
-    pub fn respond(&mut self, server_first: &str, password: &str, cache: &ScramCache) -> Result<String, SaslError> {
+    pub fn respond(
+        &mut self,
+        server_first: &str,
+        password: &str,
+        cache: &ScramCache,
+    ) -> Result<String, SaslError> {
         let mut nonce = None;
         let mut salt = None;
         let mut iterations = None;
@@ -204,9 +209,6 @@ mod tests {
 
     #[test]
     fn plain_initial_response() {
-        assert_eq!(
-            B64.decode(plain_initial("u", "p")).expect("base64"),
-            b"\0u\0p"
-        );
+        assert_eq!(B64.decode(plain_initial("u", "p")).expect("base64"), b"\0u\0p");
     }
 }

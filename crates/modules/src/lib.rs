@@ -2,6 +2,7 @@
 //! each. A module's `init` reads its options, adds its disco features and
 //! registers its hooks on the host; it never reaches into another module.
 
+pub mod auth_http;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -41,6 +42,7 @@ pub fn known_options() -> KnownOptions {
         host: MODULES
             .iter()
             .flat_map(|(_, _, opts, _)| opts.iter().copied())
+            .chain(auth_http::OPTIONS.iter().copied())
             .collect(),
         component: Vec::new(),
     }

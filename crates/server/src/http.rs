@@ -1,5 +1,6 @@
 //! The HTTP listener (Prosody's http_ports): modules will mount their
-//! routes here; for now it reports liveness.
+//! routes here; it serves liveness (`/health`) and Prometheus metrics
+//! (`/metrics`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,24 @@ use jackdaw_core::server::Server;
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/", get(|| async { "Jackdaw XMPP server\n" }))
+        .route(
+            "/metrics",
+            get({
+                let server = server.clone();
+                move || {
+                    let server = server.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            server.metrics.render(),
+                        )
+                    }
+                }
+            }),
+        )
         .route(
             "/health",
             get(move || {

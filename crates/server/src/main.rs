@@ -68,6 +68,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every TLS user in the process (listeners,
+    // outbound HTTP); an error only means it was already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -123,7 +126,7 @@ fn log_filter(filter: &str) -> tracing_subscriber::EnvFilter {
     let directives = if filter.contains('=') {
         filter.to_string()
     } else {
-        format!("{filter},rustls=info")
+        format!("{filter},rustls=info,hyper=info,hyper_util=info,reqwest=info,h2=info")
     };
     tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives))

@@ -144,6 +144,7 @@ pub async fn run(config: Config) -> Result<()> {
     let server = Arc::new(Server {
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
         sessions: SessionRegistry::default(),
+        metrics: backends.metrics.clone(),
         stores: backends.stores.clone(),
         tls,
         hosts,

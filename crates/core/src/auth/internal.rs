@@ -38,6 +38,7 @@ impl InternalAuthenticator {
 }
 
 fn unavailable(e: StorageError) -> AuthError {
+    tracing::error!(error = %e, "account storage failed");
     AuthError::Unavailable(e.to_string())
 }
 

@@ -567,6 +567,7 @@ impl Connection {
             }
             tracing::Span::current().record("jid", tracing::field::display(&full));
             info!("session bound");
+            self.server.metrics.c2s_sessions.inc();
             let mut jid_el = Element::bare("jid", ns::BIND);
             jid_el.append_text(full.to_string());
             let mut bind_el = Element::bare("bind", ns::BIND);
@@ -750,6 +751,7 @@ impl Connection {
     async fn finish(&mut self) {
         if let Some(session) = self.session.take() {
             self.server.sessions.remove(&session);
+            self.server.metrics.c2s_sessions.dec();
             if let Some(host) = self.server.host(session.jid.domain().as_str()) {
                 host.hooks
                     .fire(&self.server, &Event::SessionClosed { session: &session })

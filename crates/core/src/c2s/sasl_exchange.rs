@@ -5,7 +5,7 @@
 
 use minidom::Element;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Connection, End};
 use crate::auth::AuthError;
@@ -162,7 +162,8 @@ impl Connection {
 fn backend_failure(e: AuthError) -> SaslError {
     match e {
         AuthError::Unavailable(detail) => {
-            warn!(error = %detail, "authentication backend unavailable");
+            // The backend warns once per outage; this is per login.
+            debug!(error = %detail, "authentication backend unavailable");
             SaslError::TemporaryAuthFailure
         }
         _ => SaslError::NotAuthorized,

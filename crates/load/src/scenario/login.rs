@@ -33,7 +33,11 @@ pub async fn run(run: &Run, args: &LoginArgs, report: &mut Report) -> anyhow::Re
     let start = Instant::now();
     let until = start + run.duration();
     let n = run.users.len() as u64;
-    let full = if run.common.arrival_rate.is_some() { Full::Skip } else { Full::Wait };
+    let full = if run.common.arrival_rate.is_some() {
+        Full::Skip
+    } else {
+        Full::Wait
+    };
     arrivals(
         run.common.arrival_rate,
         run.common.concurrency,
@@ -42,8 +46,12 @@ pub async fn run(run: &Run, args: &LoginArgs, report: &mut Report) -> anyhow::Re
         full,
         Some(&stats.skipped),
         |k| {
-            let (target, users, stats, phases) =
-                (run.target.clone(), run.users.clone(), stats.clone(), phases.clone());
+            let (target, users, stats, phases) = (
+                run.target.clone(),
+                run.users.clone(),
+                stats.clone(),
+                phases.clone(),
+            );
             // A resource per connection: logins of one account overlap.
             let resource = format!("{}-{k}", run.common.resource);
             async move {
