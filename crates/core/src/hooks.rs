@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use crate::roster::RosterSource;
 use crate::server::Server;
 use crate::session::Session;
 use crate::stanza::StanzaError;
@@ -116,6 +117,10 @@ pub struct Hooks {
     features: Vec<String>,
     /// Stream features a module adds after authentication (e.g. rosterver).
     stream_features: Vec<Element>,
+    /// Set by a module that takes rosters from elsewhere (roster_http).
+    roster_source: Option<Arc<dyn RosterSource>>,
+    /// HTTP routes modules mount on the HTTP listener for this host.
+    http_routes: Option<axum::Router<Arc<Server>>>,
 }
 
 impl Hooks {
@@ -138,6 +143,28 @@ impl Hooks {
 
     pub fn add_stream_feature(&mut self, el: Element) {
         self.stream_features.push(el);
+    }
+
+    /// Replaces where this host's rosters come from.
+    pub fn set_roster_source(&mut self, source: Arc<dyn RosterSource>) {
+        self.roster_source = Some(source);
+    }
+
+    pub fn roster_source(&self) -> Option<&Arc<dyn RosterSource>> {
+        self.roster_source.as_ref()
+    }
+
+    /// Mounts routes on the HTTP listener; requests reach them by the
+    /// `Host` header (or directly when one host has routes).
+    pub fn add_http_routes(&mut self, routes: axum::Router<Arc<Server>>) {
+        self.http_routes = Some(match self.http_routes.take() {
+            Some(r) => r.merge(routes),
+            None => routes,
+        });
+    }
+
+    pub fn take_http_routes(&mut self) -> Option<axum::Router<Arc<Server>>> {
+        self.http_routes.take()
     }
 
     pub fn features(&self) -> &[String] {

@@ -15,6 +15,7 @@ use crate::auth::rate_limit::AuthRateLimiter;
 use crate::config::{Config, HostConfig};
 use crate::hooks::{Event, Handled, Hooks, IqRequest, IqType};
 use crate::metrics::Metrics;
+use crate::roster::RosterSource;
 use crate::session::{Session, SessionRegistry};
 use crate::stanza::{self, StanzaError, StanzaKind};
 use crate::storage::Stores;
@@ -26,6 +27,9 @@ pub struct Host {
     pub config: HostConfig,
     pub auth: Arc<dyn Authenticator>,
     pub hooks: Hooks,
+    /// Where this host's rosters come from (the store unless a module
+    /// such as roster_http set another source).
+    pub rosters: Arc<dyn RosterSource>,
 }
 
 pub struct Server {
@@ -40,9 +44,17 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them to flush.
     pub tasks: TaskTracker,
+    /// The server's own Arc, for work that outlives a hook call (set with
+    /// `Arc::new_cyclic`).
+    pub self_ref: std::sync::Weak<Server>,
 }
 
 impl Server {
+    /// A strong handle, for tasks spawned from hooks.
+    pub fn arc(&self) -> Option<Arc<Server>> {
+        self.self_ref.upgrade()
+    }
+
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.get(name)
     }

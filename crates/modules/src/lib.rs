@@ -9,10 +9,12 @@ pub mod ping;
 pub mod presence;
 pub mod register;
 pub mod roster;
+pub mod roster_http;
 pub mod version;
 
 use jackdaw_core::config::{HostConfig, KnownOptions};
 use jackdaw_core::hooks::Hooks;
+use jackdaw_core::metrics::Metrics;
 use jackdaw_core::storage::Stores;
 
 /// What a module gets at load time.
@@ -20,6 +22,7 @@ pub struct ModuleContext<'a> {
     pub host: &'a HostConfig,
     pub hooks: &'a mut Hooks,
     pub stores: &'a Stores,
+    pub metrics: &'a Metrics,
 }
 
 type InitFn = fn(&mut ModuleContext<'_>) -> Result<(), String>;
@@ -34,6 +37,12 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     ("ping", true, ping::OPTIONS, ping::init),
     ("version", true, version::OPTIONS, version::init),
     ("register", true, register::OPTIONS, register::init),
+    (
+        "http_roster_admin",
+        false,
+        roster_http::OPTIONS,
+        roster_http::init,
+    ),
 ];
 
 /// Option names of every module, for the config key check.
@@ -54,6 +63,7 @@ pub fn load_host(
     host: &HostConfig,
     hooks: &mut Hooks,
     stores: &Stores,
+    metrics: &Metrics,
 ) -> Result<Vec<&'static str>, Vec<String>> {
     let mut problems = Vec::new();
     for name in host.modules_enabled.iter().chain(&host.modules_disabled) {
@@ -62,7 +72,12 @@ pub fn load_host(
         }
     }
     let mut loaded = Vec::new();
-    let mut ctx = ModuleContext { host, hooks, stores };
+    let mut ctx = ModuleContext {
+        host,
+        hooks,
+        stores,
+        metrics,
+    };
     for (name, default, _, init) in MODULES {
         let wanted = (*default || host.modules_enabled.iter().any(|m| m == name))
             && !host.modules_disabled.iter().any(|m| m == name);

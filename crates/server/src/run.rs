@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::rate_limit::AuthRateLimiter;
 use jackdaw_core::config::Config;
 use jackdaw_core::hooks::Hooks;
+use jackdaw_core::roster::{RosterSource, StoredRosters};
 use jackdaw_core::server::{Host, Server};
 use jackdaw_core::session::SessionRegistry;
 use jackdaw_core::tls::Tls;
@@ -22,16 +23,27 @@ use tracing::{error, info, warn};
 
 use crate::{certs, http, wiring};
 
+/// Each host with its modules loaded, and the HTTP routes they mount.
+type BuiltHosts = (HashMap<String, Host>, HashMap<String, axum::Router<Arc<Server>>>);
+
 /// Loads every host's modules, collecting all problems.
-fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<HashMap<String, Host>> {
+fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<BuiltHosts> {
     let mut hosts = HashMap::new();
+    let mut routes = HashMap::new();
     let mut problems = Vec::new();
     for host in &config.hosts {
         let mut hooks = Hooks::default();
-        match jackdaw_modules::load_host(host, &mut hooks, &backends.stores) {
+        match jackdaw_modules::load_host(host, &mut hooks, &backends.stores, &backends.metrics) {
             Ok(loaded) => tracing::debug!(host = %host.name, modules = ?loaded, "modules loaded"),
             Err(p) => problems.extend(p),
         }
+        if let Some(r) = hooks.take_http_routes() {
+            routes.insert(host.name.clone(), r);
+        }
+        let rosters: Arc<dyn RosterSource> = match hooks.roster_source() {
+            Some(source) => source.clone(),
+            None => Arc::new(StoredRosters(backends.stores.rosters.clone())),
+        };
         let auth = backends.auth[&host.name].clone();
         hosts.insert(
             host.name.clone(),
@@ -39,13 +51,14 @@ fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<HashMap<S
                 config: host.clone(),
                 auth,
                 hooks,
+                rosters,
             },
         );
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    Ok(hosts)
+    Ok((hosts, routes))
 }
 
 /// For `check-config`: loads the modules against a throwaway database so
@@ -121,7 +134,7 @@ fn write_listeners_file(config: &Config, c2s: &[String], tls: &[String], http: &
 pub async fn run(config: Config) -> Result<()> {
     crate::init_logging(&config.global.log);
     let backends = wiring::open(&config)?;
-    let hosts = build_hosts(&config, &backends)?;
+    let (hosts, host_routes) = build_hosts(&config, &backends)?;
     let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
     let cert_dir = config.global.certificates_dir();
     let cert = certs::ensure(&cert_dir, &names[0], &names)?;
@@ -141,7 +154,8 @@ pub async fn run(config: Config) -> Result<()> {
         local_addrs(&http_listeners),
     );
 
-    let server = Arc::new(Server {
+    let server = Arc::new_cyclic(|self_ref| Server {
+        self_ref: self_ref.clone(),
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
         sessions: SessionRegistry::default(),
         metrics: backends.metrics.clone(),
@@ -161,10 +175,10 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(accept_loop(server.clone(), l, true, limit.clone()));
     }
     for l in http_listeners {
-        let app = http::router(server.clone());
+        let app = http::router(server.clone(), &host_routes);
         let token = server.shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app)
+            if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
             {

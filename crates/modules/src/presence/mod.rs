@@ -16,7 +16,7 @@ use jackdaw_core::minidom::Element;
 use jackdaw_core::roster;
 use jackdaw_core::server::Server;
 use jackdaw_core::session::Session;
-use jackdaw_core::stanza;
+use jackdaw_core::stanza::{self, StanzaError};
 use jackdaw_core::storage::{RosterItem, RosterStore, Subscription};
 use jackdaw_core::stream::{self, ns};
 use tracing::{debug, error};
@@ -62,6 +62,16 @@ fn user_and_host(bare: &BareJid) -> (String, String) {
     )
 }
 
+fn is_managed_host(server: &Server, owner: &BareJid) -> bool {
+    server
+        .host(owner.domain().as_str())
+        .is_some_and(|h| h.rosters.is_managed())
+}
+
+fn managed(server: &Server, session: &Session) -> bool {
+    is_managed_host(server, &session.bare())
+}
+
 fn with_addresses(stanza: &Element, from: &str, to: &str) -> Element {
     let mut p = stanza.clone();
     stanza::set_attr(&mut p, "from", from);
@@ -70,9 +80,12 @@ fn with_addresses(stanza: &Element, from: &str, to: &str) -> Element {
 }
 
 impl Presence {
-    async fn roster(&self, owner: &BareJid) -> Vec<RosterItem> {
+    async fn roster(&self, server: &Server, owner: &BareJid) -> Vec<RosterItem> {
         let (user, host) = user_and_host(owner);
-        match self.store.roster(&host, &user).await {
+        let Some(source) = server.host(&host).map(|h| h.rosters.clone()) else {
+            return Vec::new();
+        };
+        match source.roster(&host, &user).await {
             Ok((_, items)) => items,
             Err(e) => {
                 error!(error = %e, "cannot read roster for presence");
@@ -81,9 +94,10 @@ impl Presence {
         }
     }
 
-    async fn item(&self, owner: &BareJid, contact: &str) -> Option<RosterItem> {
+    async fn item(&self, server: &Server, owner: &BareJid, contact: &str) -> Option<RosterItem> {
         let (user, host) = user_and_host(owner);
-        self.store.item(&host, &user, contact).await.unwrap_or_else(|e| {
+        let source = server.host(&host).map(|h| h.rosters.clone())?;
+        source.item(&host, &user, contact).await.unwrap_or_else(|e| {
             error!(error = %e, "cannot read roster item");
             None
         })
@@ -109,6 +123,17 @@ impl Presence {
             ("available" | "unavailable", Some(to)) => {
                 self.directed(server, session, stanza, to, kind == "available")
                     .await
+            }
+            ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(_))
+                if managed(server, session) =>
+            {
+                // The web app decides who is whose contact (the seed's
+                // block_subscriptions).
+                let err =
+                    StanzaError::not_allowed().with_text("Contact lists are managed by your organisation");
+                if let Some(reply) = stanza::error_reply(stanza, &err) {
+                    session.send(reply);
+                }
             }
             ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed", Some(to)) => {
                 self.outbound_subscription(server, session, stanza, kind, to.to_bare())
@@ -141,7 +166,7 @@ impl Presence {
             };
             (initial, directed)
         });
-        let items = self.roster(&owner).await;
+        let items = self.roster(server, &owner).await;
         // Contacts with a subscription to us see the presence.
         for item in items.iter().filter(|i| i.subscription.has_from()) {
             server.route(with_addresses(stanza, &from, &item.jid), None).await;
@@ -217,7 +242,7 @@ impl Presence {
         to: Jid,
         available: bool,
     ) {
-        let item = self.item(&session.bare(), to.to_bare().as_str()).await;
+        let item = self.item(server, &session.bare(), to.to_bare().as_str()).await;
         let subscribed = item.is_some_and(|i| i.subscription.has_from());
         if !subscribed {
             session.with_presence(|p| {
@@ -246,7 +271,7 @@ impl Presence {
         // Subscription stanzas travel between bare JIDs (§3.1.2).
         let mut out = with_addresses(stanza, owner.as_str(), &contact_str);
         let mut item = self
-            .item(&owner, &contact_str)
+            .item(server, &owner, &contact_str)
             .await
             .unwrap_or_else(|| RosterItem {
                 jid: contact_str.clone(),
@@ -358,6 +383,11 @@ impl Presence {
         };
         let owner = to.to_bare();
         match kind.as_str() {
+            "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"
+                if is_managed_host(server, &owner) =>
+            {
+                debug!(from = %from, "subscription stanza dropped: rosters are managed by the web app");
+            }
             "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" => {
                 self.inbound_subscription(server, &owner, stanza, &kind, from.to_bare())
                     .await
@@ -373,6 +403,13 @@ impl Presence {
                         }
                     }
                     Err(_) => {
+                        // With managed rosters only contacts may show
+                        // their presence to the user.
+                        if is_managed_host(server, &owner)
+                            && self.item(server, &owner, from.to_bare().as_str()).await.is_none()
+                        {
+                            return Handled::Yes;
+                        }
                         for s in server.available_resources(&owner) {
                             s.send(stanza.clone());
                         }
@@ -417,7 +454,7 @@ impl Presence {
             }
         }
         let contact_str = contact.to_string();
-        let existing = self.item(owner, &contact_str).await;
+        let existing = self.item(server, owner, &contact_str).await;
         let mut delivered = with_addresses(stanza, contact.as_str(), owner.as_str());
         stanza::remove_attr(&mut delivered, "id");
         if let Some(id) = stanza.attr("id") {
@@ -521,7 +558,7 @@ impl Presence {
 
     /// §4.3.2: a subscribed contact asks for our presence.
     async fn inbound_probe(&self, server: &Server, owner: &BareJid, from: Jid) {
-        let item = self.item(owner, from.to_bare().as_str()).await;
+        let item = self.item(server, owner, from.to_bare().as_str()).await;
         if !item.is_some_and(|i| i.subscription.has_from()) {
             return;
         }

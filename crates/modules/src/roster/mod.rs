@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jackdaw_core::hooks::{IqHandler, IqRequest, IqType};
 use jackdaw_core::jid::{BareJid, Jid};
 use jackdaw_core::minidom::Element;
-use jackdaw_core::roster;
+use jackdaw_core::roster::{self, RosterSource};
 use jackdaw_core::server::Server;
 use jackdaw_core::stanza::{self, StanzaError};
 use jackdaw_core::storage::{RosterItem, RosterStore};
@@ -62,8 +62,13 @@ impl IqHandler for Roster {
         };
         let owner = from.to_bare();
         let user = owner.node().map(|n| n.as_str().to_string()).unwrap_or_default();
+        let Some(host) = server.host(req.host) else {
+            return Err(StanzaError::service_unavailable());
+        };
         if req.iq.attr("type") == Some("get") {
-            self.handle_get(req, &user).await
+            self.handle_get(host.rosters.as_ref(), req, &user).await
+        } else if host.rosters.is_managed() {
+            Err(StanzaError::not_allowed().with_text("Contact lists are managed by your organisation"))
         } else {
             self.handle_set(server, req, &owner, &user).await
         }
@@ -71,11 +76,16 @@ impl IqHandler for Roster {
 }
 
 impl Roster {
-    async fn handle_get(&self, req: IqRequest<'_>, user: &str) -> Result<Option<Element>, StanzaError> {
+    async fn handle_get(
+        &self,
+        source: &dyn RosterSource,
+        req: IqRequest<'_>,
+        user: &str,
+    ) -> Result<Option<Element>, StanzaError> {
         if let Some(s) = req.session {
             s.with_presence(|p| p.interested = true);
         }
-        let (version, items) = self.store.roster(req.host, user).await.map_err(internal)?;
+        let (version, items) = source.roster(req.host, user).await.map_err(internal)?;
         let ver = version.to_string();
         // §2.6.3: an unchanged roster is answered with an empty result.
         if req.payload.attr("ver") == Some(ver.as_str()) {
