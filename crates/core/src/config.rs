@@ -70,6 +70,9 @@ fn default_c2s_direct_tls_ports() -> Vec<u16> {
 fn default_http_ports() -> Vec<u16> {
     vec![5280]
 }
+fn default_component_ports() -> Vec<u16> {
+    vec![5347]
+}
 fn default_data_path() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -118,7 +121,8 @@ pub struct GlobalConfig {
     pub http_ports: Vec<u16>,
     #[serde(default)]
     pub https_ports: Vec<u16>,
-    #[serde(default)]
+    /// XEP-0114 listener, opened only when an external component exists.
+    #[serde(default = "default_component_ports")]
     pub component_ports: Vec<u16>,
     #[serde(default = "default_data_path")]
     pub data_path: PathBuf,

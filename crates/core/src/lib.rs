@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod c2s;
+pub mod component;
 pub mod config;
 pub mod hooks;
 pub mod http_client;

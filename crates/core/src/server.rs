@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::auth::rate_limit::AuthRateLimiter;
+use crate::component::ComponentRegistry;
 use crate::config::{Config, HostConfig};
 use crate::hooks::{Event, Handled, Hooks, IqRequest, IqType};
 use crate::metrics::Metrics;
@@ -36,6 +37,7 @@ pub struct Server {
     pub config: Config,
     pub hosts: HashMap<String, Host>,
     pub sessions: SessionRegistry,
+    pub components: ComponentRegistry,
     pub stores: Stores,
     pub tls: Tls,
     pub auth_limiter: AuthRateLimiter,
@@ -79,6 +81,21 @@ impl Server {
                 }
             },
         };
+        if let Some(to) = &to
+            && let Some(component) = self.components.get(to.domain().as_str())
+        {
+            match component {
+                Some(c) => c.deliver(self, stanza).await,
+                // XEP-0114 component configured but not connected.
+                None if kind != StanzaKind::Presence
+                    && !matches!(stanza.attr("type"), Some("error" | "result")) =>
+                {
+                    self.bounce(&stanza, StanzaError::service_unavailable())
+                }
+                None => {}
+            }
+            return;
+        }
         match kind {
             StanzaKind::Presence => self.route_presence(stanza, to, origin).await,
             StanzaKind::Message => self.route_message(stanza, to).await,
@@ -100,6 +117,14 @@ impl Server {
         let Some(to) = stanza::to_jid(&stanza) else {
             return false;
         };
+        // Errors for a component's stanzas go back to the component.
+        if let Some(Some(component)) = self.components.get(to.domain().as_str()) {
+            if let Some(server) = self.arc() {
+                tokio::spawn(async move { component.deliver(&server, stanza).await });
+                return true;
+            }
+            return false;
+        }
         match to.try_into_full() {
             Ok(full) => match self.sessions.get(&full) {
                 Some(s) => s.send(stanza),
@@ -230,7 +255,8 @@ impl Server {
             }
             Ok(false) => self.bounce(&stanza, StanzaError::service_unavailable()),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check account for offline message");
+                // The backend logs its outage once; this is per message.
+                tracing::debug!(error = %e, "cannot check account for offline message");
                 self.bounce(&stanza, StanzaError::internal_server_error());
             }
         }
@@ -280,6 +306,23 @@ impl Server {
             return;
         };
         let Some(host) = self.host(&domain) else { return };
+        // RFC 6121 §8.5.1: an IQ for another account that does not exist.
+        let own = from
+            .as_ref()
+            .is_some_and(|f| f.to_bare().as_str() == target.as_str());
+        if let Some(node) = target.node().filter(|_| !own) {
+            match host.auth.user_exists(&domain, node.as_str()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.bounce(&stanza, StanzaError::service_unavailable());
+                    return;
+                }
+                Err(_) => {
+                    self.bounce(&stanza, StanzaError::internal_server_error());
+                    return;
+                }
+            }
+        }
         let Some(handler) = host.hooks.iq_handler(&payload.ns(), iq_type) else {
             self.bounce(&stanza, StanzaError::service_unavailable());
             return;

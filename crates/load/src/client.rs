@@ -23,7 +23,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::sasl::{self, Scram, ScramCache};
+use crate::sasl::{self, Scram, ScramCache, ScramHash};
 use crate::xml::{Elem, Frame, ScanError, Scanner, escape};
 
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
@@ -56,6 +56,10 @@ pub enum Mech {
     #[value(name = "SCRAM-SHA-256")]
     #[serde(rename = "SCRAM-SHA-256")]
     ScramSha256,
+    /// For servers without SCRAM-SHA-256, such as Prosody 0.12.
+    #[value(name = "SCRAM-SHA-1")]
+    #[serde(rename = "SCRAM-SHA-1")]
+    ScramSha1,
     #[value(name = "PLAIN")]
     #[serde(rename = "PLAIN")]
     Plain,
@@ -65,6 +69,7 @@ impl Mech {
     fn name(self) -> &'static str {
         match self {
             Mech::ScramSha256 => "SCRAM-SHA-256",
+            Mech::ScramSha1 => "SCRAM-SHA-1",
             Mech::Plain => "PLAIN",
         }
     }
@@ -134,8 +139,8 @@ pub enum ClientError {
     Xml(Step, ScanError),
     #[error("tls: the server offers no STARTTLS")]
     NoStartTls,
-    #[error("auth: the server does not offer {0}")]
-    NoMechanism(&'static str),
+    #[error("auth: the server does not offer {0} (it offers: {1})")]
+    NoMechanism(&'static str, String),
     #[error("auth: SASL failure <{0}/>")]
     SaslFailure(String),
     #[error("auth: {0}")]
@@ -157,7 +162,7 @@ impl ClientError {
             ClientError::StreamError(step, c) => format!("{}: stream error {c}", step.as_str()),
             ClientError::Xml(step, _) => format!("{}: bad XML", step.as_str()),
             ClientError::NoStartTls => "tls: no STARTTLS offered".into(),
-            ClientError::NoMechanism(m) => format!("auth: {m} not offered"),
+            ClientError::NoMechanism(m, offered) => format!("auth: {m} not offered (offered: {offered})"),
             ClientError::SaslFailure(c) => format!("auth: {c}"),
             ClientError::Scram(e) => format!("auth: {e}"),
             ClientError::StanzaError(step, c) => format!("{}: {c}", step.as_str()),
@@ -466,7 +471,7 @@ impl Conn {
     ) -> Result<(), ClientError> {
         let mech = target.mech.name();
         if !features.mechanisms.iter().any(|m| m == mech) {
-            return Err(ClientError::NoMechanism(mech));
+            return Err(ClientError::NoMechanism(mech, features.mechanisms.join(" ")));
         }
         let limit = target.step_timeout;
         match target.mech {
@@ -480,11 +485,16 @@ impl Conn {
                 self.expect(Step::Auth, limit, sasl_outcome).await?;
                 Ok(())
             }
-            Mech::ScramSha256 => {
-                let (mut scram, first) = Scram::start(&user.node);
+            Mech::ScramSha256 | Mech::ScramSha1 => {
+                let hash = if target.mech == Mech::ScramSha1 {
+                    ScramHash::Sha1
+                } else {
+                    ScramHash::Sha256
+                };
+                let (mut scram, first) = Scram::start(hash, &user.node);
                 self.send(
                     Step::Auth,
-                    &format!("<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{first}</auth>"),
+                    &format!("<auth xmlns='{NS_SASL}' mechanism='{mech}'>{first}</auth>"),
                 )
                 .await?;
                 let challenge = self

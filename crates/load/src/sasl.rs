@@ -1,5 +1,6 @@
-//! The client side of SASL PLAIN (RFC 4616) and SCRAM-SHA-256 (RFC 5802,
-//! RFC 7677), without channel binding (`n,,`): a load generator measures
+//! The client side of SASL PLAIN (RFC 4616), SCRAM-SHA-256 (RFC 7677) and
+//! SCRAM-SHA-1 (RFC 5802; Prosody 0.12 offers no other SCRAM), without
+//! channel binding (`n,,`): a load generator measures
 //! the server's cost of a login, and -PLUS adds nothing to it but a hash.
 //!
 //! Hand-written on the workspace's hmac/sha2/pbkdf2 rather than the `sasl`
@@ -14,10 +15,56 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use rand::RngCore as _;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-type HmacSha256 = Hmac<Sha256>;
+/// The hash of a SCRAM mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScramHash {
+    Sha1,
+    Sha256,
+}
+
+impl ScramHash {
+    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        // Invariant: HMAC accepts keys of any length.
+        match self {
+            ScramHash::Sha1 => {
+                let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+                mac.update(data);
+                mac.finalize().into_bytes().to_vec()
+            }
+            ScramHash::Sha256 => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+                mac.update(data);
+                mac.finalize().into_bytes().to_vec()
+            }
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            ScramHash::Sha1 => Sha1::digest(data).to_vec(),
+            ScramHash::Sha256 => Sha256::digest(data).to_vec(),
+        }
+    }
+
+    fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+        match self {
+            ScramHash::Sha1 => {
+                let mut out = vec![0; 20];
+                pbkdf2::pbkdf2_hmac::<Sha1>(password.as_bytes(), salt, iterations, &mut out);
+                out
+            }
+            ScramHash::Sha256 => {
+                let mut out = vec![0; 32];
+                pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
+                out
+            }
+        }
+    }
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SaslError {
@@ -33,28 +80,41 @@ pub enum SaslError {
     ServerError(String),
 }
 
-/// A salted password, remembered for the salt and iteration count it was
-/// computed with (the server may change either when a password changes).
+/// The salted password as last computed.
+struct Salted {
+    hash: ScramHash,
+    salt: Vec<u8>,
+    iterations: u32,
+    value: Vec<u8>,
+}
+
+/// A salted password, remembered for the hash, salt and iteration count it
+/// was computed with (the server may change them when a password changes).
 #[derive(Default)]
 pub struct ScramCache {
-    slot: Mutex<Option<(Vec<u8>, u32, [u8; 32])>>,
+    slot: Mutex<Option<Salted>>,
 }
 
 impl ScramCache {
-    fn salted_password(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    fn salted_password(&self, hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
         // A poisoned lock only means another login panicked mid-update of
         // a plain value; the value itself is still whole.
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, i, sp)) = slot.as_ref()
-            && s == salt
-            && *i == iterations
+        if let Some(s) = slot.as_ref()
+            && s.hash == hash
+            && s.salt == salt
+            && s.iterations == iterations
         {
-            return *sp;
+            return s.value.clone();
         }
-        let mut sp = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut sp);
-        *slot = Some((salt.to_vec(), iterations, sp));
-        sp
+        let value = hash.salted_password(password, salt, iterations);
+        *slot = Some(Salted {
+            hash,
+            salt: salt.to_vec(),
+            iterations,
+            value: value.clone(),
+        });
+        value
     }
 }
 
@@ -68,33 +128,35 @@ pub fn plain_initial(user: &str, password: &str) -> String {
     B64.encode(raw)
 }
 
-/// One SCRAM-SHA-256 exchange in progress.
+/// One SCRAM exchange in progress.
 pub struct Scram {
+    hash: ScramHash,
     client_first_bare: String,
     nonce: String,
     auth_message: String,
-    server_key: [u8; 32],
+    server_key: Vec<u8>,
 }
 
 impl Scram {
     /// Starts an exchange; returns it with the client-first-message (base64).
-    pub fn start(user: &str) -> (Scram, String) {
+    pub fn start(hash: ScramHash, user: &str) -> (Scram, String) {
         let mut raw = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut raw);
         let nonce = B64.encode(raw);
-        Self::start_with_nonce(user, nonce)
+        Self::start_with_nonce(hash, user, nonce)
     }
 
-    fn start_with_nonce(user: &str, nonce: String) -> (Scram, String) {
+    fn start_with_nonce(hash: ScramHash, user: &str, nonce: String) -> (Scram, String) {
         // RFC 5802 §5.1: '=' and ',' in the name are escaped.
         let name = user.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={name},r={nonce}");
         let first = B64.encode(format!("n,,{client_first_bare}"));
         let scram = Scram {
+            hash,
             client_first_bare,
             nonce,
             auth_message: String::new(),
-            server_key: [0; 32],
+            server_key: Vec::new(),
         };
         (scram, first)
     }
@@ -129,17 +191,18 @@ impl Scram {
         if !(1..=10_000_000).contains(&iterations) {
             return Err(SaslError::Iterations(iterations));
         }
-        let salted = cache.salted_password(password, &salt, iterations);
-        let client_key = hmac(&salted, b"Client Key");
-        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let h = self.hash;
+        let salted = cache.salted_password(h, password, &salt, iterations);
+        let client_key = h.hmac(&salted, b"Client Key");
+        let stored_key = h.digest(&client_key);
         let without_proof = format!("c=biws,r={nonce}");
         self.auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
-        let signature = hmac(&stored_key, self.auth_message.as_bytes());
+        let signature = h.hmac(&stored_key, self.auth_message.as_bytes());
         let mut proof = client_key;
         for (p, s) in proof.iter_mut().zip(signature) {
             *p ^= s;
         }
-        self.server_key = hmac(&salted, b"Server Key");
+        self.server_key = h.hmac(&salted, b"Server Key");
         Ok(B64.encode(format!("{without_proof},p={}", B64.encode(proof))))
     }
 
@@ -152,19 +215,12 @@ impl Scram {
             .strip_prefix("v=")
             .and_then(|v| B64.decode(v.split(',').next().unwrap_or(v)).ok())
             .ok_or(SaslError::BadServerSignature)?;
-        let expected = hmac(&self.server_key, self.auth_message.as_bytes());
+        let expected = self.hash.hmac(&self.server_key, self.auth_message.as_bytes());
         if v != expected {
             return Err(SaslError::BadServerSignature);
         }
         Ok(())
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // Invariant: HMAC accepts keys of any length.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
@@ -174,7 +230,7 @@ mod tests {
     /// RFC 7677 §3's example exchange.
     #[test]
     fn rfc7677_example() {
-        let (mut scram, first) = Scram::start_with_nonce("user", "rOprNGfwEbeRWgbNEkqO".into());
+        let (mut scram, first) = Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
         assert_eq!(
             B64.decode(first).expect("base64"),
             b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
@@ -193,13 +249,29 @@ mod tests {
             .expect("server signature");
         assert_eq!(scram.verify("v=AAAA"), Err(SaslError::BadServerSignature));
         // The second login reuses the salted password.
-        let (mut again, _) = Scram::start_with_nonce("user", "rOprNGfwEbeRWgbNEkqO".into());
+        let (mut again, _) = Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
         assert!(again.respond(server_first, "pencil", &cache).is_ok());
+    }
+
+    /// RFC 5802 §5's example exchange (SCRAM-SHA-1).
+    #[test]
+    fn rfc5802_example() {
+        let (mut scram, first) = Scram::start_with_nonce(ScramHash::Sha1, "user", "fyko+d2lbbFgONRv9qkxdawL".into());
+        assert_eq!(B64.decode(first).expect("base64"), b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+        let server_first = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
+        let fin = scram
+            .respond(server_first, "pencil", &ScramCache::default())
+            .expect("responds");
+        assert_eq!(
+            String::from_utf8(B64.decode(fin).expect("base64")).expect("utf8"),
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
+        );
+        scram.verify("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=").expect("server signature");
     }
 
     #[test]
     fn refuses_a_nonce_that_does_not_extend_ours() {
-        let (mut scram, _) = Scram::start_with_nonce("user", "abc".into());
+        let (mut scram, _) = Scram::start_with_nonce(ScramHash::Sha256, "user", "abc".into());
         let cache = ScramCache::default();
         assert_eq!(
             scram.respond("r=xyz123,s=AAAA,i=4096", "pw", &cache),

@@ -3,6 +3,7 @@
 //! registers its hooks on the host; it never reaches into another module.
 
 pub mod auth_http;
+pub mod component_http;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -53,7 +54,7 @@ pub fn known_options() -> KnownOptions {
             .flat_map(|(_, _, opts, _)| opts.iter().copied())
             .chain(auth_http::OPTIONS.iter().copied())
             .collect(),
-        component: Vec::new(),
+        component: component_http::OPTIONS.to_vec(),
     }
 }
 

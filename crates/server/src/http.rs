@@ -21,16 +21,22 @@ struct AppState {
     hosts: Arc<HashMap<String, Router>>,
 }
 
-pub fn router(server: Arc<Server>, host_routes: &HashMap<String, Router<Arc<Server>>>) -> Router {
+pub fn router(
+    server: Arc<Server>,
+    host_routes: &HashMap<String, Router<Arc<Server>>>,
+    global_routes: Router<Arc<Server>>,
+) -> Router {
     let hosts: HashMap<String, Router> = host_routes
         .iter()
         .map(|(host, r)| (host.clone(), r.clone().with_state(server.clone())))
         .collect();
+    let global = global_routes.with_state(server.clone());
     let state = AppState {
         server,
         hosts: Arc::new(hosts),
     };
     Router::new()
+        .merge(global)
         .route("/", get(|| async { "Jackdaw XMPP server\n" }))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -39,8 +45,12 @@ pub fn router(server: Arc<Server>, host_routes: &HashMap<String, Router<Arc<Serv
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // prometheus-client writes the OpenMetrics text format.
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.server.metrics.render(),
     )
 }

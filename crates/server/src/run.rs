@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::rate_limit::AuthRateLimiter;
+use jackdaw_core::component::{Component, ComponentRegistry};
 use jackdaw_core::config::Config;
 use jackdaw_core::hooks::Hooks;
 use jackdaw_core::roster::{RosterSource, StoredRosters};
 use jackdaw_core::server::{Host, Server};
 use jackdaw_core::session::SessionRegistry;
 use jackdaw_core::tls::Tls;
+use jackdaw_modules::component_http::ComponentHttp;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -61,13 +63,61 @@ fn build_hosts(config: &Config, backends: &wiring::Backends) -> Result<BuiltHost
     Ok((hosts, routes))
 }
 
+/// A configured component: its domain, the service (None for an external
+/// XEP-0114 component until it connects) and the HTTP routes it mounts.
+type BuiltComponents = Vec<(
+    String,
+    Option<Arc<dyn Component>>,
+    Option<axum::Router<Arc<Server>>>,
+)>;
+
+fn build_components(config: &Config) -> Result<BuiltComponents> {
+    let mut built = Vec::new();
+    let mut problems = Vec::new();
+    for c in &config.components {
+        match c.module.as_deref() {
+            None => {
+                if c.options
+                    .get("component_secret")
+                    .and_then(|s| s.as_str())
+                    .is_none_or(str::is_empty)
+                {
+                    problems.push(format!(
+                        "component {}: an external component (no module) needs component_secret",
+                        c.name
+                    ));
+                }
+                built.push((c.name.clone(), None, None));
+            }
+            Some("component_http") => match ComponentHttp::new(c) {
+                Ok(component) => {
+                    let routes = component.routes();
+                    built.push((
+                        c.name.clone(),
+                        Some(component as Arc<dyn Component>),
+                        Some(routes),
+                    ));
+                }
+                Err(e) => problems.push(e),
+            },
+            Some(other) => problems.push(format!("component {}: module {other:?} is not available", c.name)),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok(built)
+}
+
 /// For `check-config`: loads the modules against a throwaway database so
 /// their options are validated without touching data_path.
 pub fn check_modules(config: &Config) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("jackdaw-check-{}", std::process::id()));
     let mut scratch = config.clone();
     scratch.global.data_path = dir.clone();
-    let result = wiring::open(&scratch).and_then(|b| build_hosts(&scratch, &b).map(|_| ()));
+    let result = wiring::open(&scratch)
+        .and_then(|b| build_hosts(&scratch, &b).map(|_| ()))
+        .and_then(|()| build_components(&scratch).map(|_| ()));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -111,7 +161,13 @@ fn local_addrs(ls: &[TcpListener]) -> Vec<String> {
 }
 
 /// Tells tests and tools which ports were bound (port 0 = ephemeral).
-fn write_listeners_file(config: &Config, c2s: &[String], tls: &[String], http: &[String]) -> Result<()> {
+fn write_listeners_file(
+    config: &Config,
+    c2s: &[String],
+    tls: &[String],
+    http: &[String],
+    component: &[String],
+) -> Result<()> {
     let list = |v: &[String]| {
         v.iter()
             .map(|s| format!("\"{s}\""))
@@ -119,10 +175,11 @@ fn write_listeners_file(config: &Config, c2s: &[String], tls: &[String], http: &
             .join(", ")
     };
     let json = format!(
-        "{{\"c2s\": [{}], \"c2s_direct_tls\": [{}], \"http\": [{}]}}\n",
+        "{{\"c2s\": [{}], \"c2s_direct_tls\": [{}], \"http\": [{}], \"component\": [{}]}}\n",
         list(c2s),
         list(tls),
-        list(http)
+        list(http),
+        list(component)
     );
     let path = config.global.data_path.join("listeners.json");
     let tmp = path.with_extension("json.tmp");
@@ -135,6 +192,7 @@ pub async fn run(config: Config) -> Result<()> {
     crate::init_logging(&config.global.log);
     let backends = wiring::open(&config)?;
     let (hosts, host_routes) = build_hosts(&config, &backends)?;
+    let components = build_components(&config)?;
     let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
     let cert_dir = config.global.certificates_dir();
     let cert = certs::ensure(&cert_dir, &names[0], &names)?;
@@ -148,6 +206,14 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await?;
     let http_listeners = bind_all(&bind_addrs(&g.interfaces, &g.http_ports), "http").await?;
+    // The XEP-0114 port is only opened when an external component exists.
+    let external = components.iter().any(|(_, c, _)| c.is_none());
+    let component_listeners = if external {
+        bind_all(&bind_addrs(&g.interfaces, &g.component_ports), "component").await?
+    } else {
+        Vec::new()
+    };
+    let component_addrs = local_addrs(&component_listeners);
     let (c2s_addrs, direct_addrs, http_addrs) = (
         local_addrs(&c2s),
         local_addrs(&direct),
@@ -158,6 +224,7 @@ pub async fn run(config: Config) -> Result<()> {
         self_ref: self_ref.clone(),
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
         sessions: SessionRegistry::default(),
+        components: ComponentRegistry::default(),
         metrics: backends.metrics.clone(),
         stores: backends.stores.clone(),
         tls,
@@ -167,15 +234,31 @@ pub async fn run(config: Config) -> Result<()> {
         config: config.clone(),
     });
 
+    let mut global_routes = axum::Router::new();
+    for (domain, component, routes) in components {
+        server.components.configure(&domain, component);
+        if let Some(r) = routes {
+            global_routes = global_routes.merge(r);
+        }
+    }
+
     let limit = Arc::new(Semaphore::new(g.c2s_max_connections));
+    for l in component_listeners {
+        tokio::spawn(accept_loop(server.clone(), l, Listener::Component, limit.clone()));
+    }
     for l in c2s {
-        tokio::spawn(accept_loop(server.clone(), l, false, limit.clone()));
+        tokio::spawn(accept_loop(server.clone(), l, Listener::C2s, limit.clone()));
     }
     for l in direct {
-        tokio::spawn(accept_loop(server.clone(), l, true, limit.clone()));
+        tokio::spawn(accept_loop(
+            server.clone(),
+            l,
+            Listener::C2sDirectTls,
+            limit.clone(),
+        ));
     }
     for l in http_listeners {
-        let app = http::router(server.clone(), &host_routes);
+        let app = http::router(server.clone(), &host_routes, global_routes.clone());
         let token = server.shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -186,12 +269,13 @@ pub async fn run(config: Config) -> Result<()> {
             }
         });
     }
-    write_listeners_file(&config, &c2s_addrs, &direct_addrs, &http_addrs)?;
+    write_listeners_file(&config, &c2s_addrs, &direct_addrs, &http_addrs, &component_addrs)?;
     info!(
         hosts = ?names,
         c2s = ?c2s_addrs,
         c2s_direct_tls = ?direct_addrs,
         http = ?http_addrs,
+        component = ?component_addrs,
         data = %g.data_path.display(),
         "Jackdaw {} started; add a user with: jackdaw{} user add alice@{}",
         env!("CARGO_PKG_VERSION"),
@@ -260,9 +344,18 @@ fn reload(server: &Server, cert: &certs::CertPaths) {
     }
 }
 
+/// What a listening socket serves.
+#[derive(Clone, Copy)]
+enum Listener {
+    C2s,
+    C2sDirectTls,
+    /// XEP-0114 external components.
+    Component,
+}
+
 /// Accepts connections while there are free slots; a capped backoff on
 /// accept errors (out of file descriptors) keeps the loop from spinning.
-async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: bool, limit: Arc<Semaphore>) {
+async fn accept_loop(server: Arc<Server>, listener: TcpListener, kind: Listener, limit: Arc<Semaphore>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -281,7 +374,17 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, direct_tls: boo
                 backoff = Duration::from_millis(5);
                 let server2 = server.clone();
                 server.tasks.spawn(async move {
-                    jackdaw_core::c2s::handle_connection(server2, tcp, peer, direct_tls).await;
+                    match kind {
+                        Listener::C2s => {
+                            jackdaw_core::c2s::handle_connection(server2, tcp, peer, false).await
+                        }
+                        Listener::C2sDirectTls => {
+                            jackdaw_core::c2s::handle_connection(server2, tcp, peer, true).await
+                        }
+                        Listener::Component => {
+                            jackdaw_core::component::external::handle_connection(server2, tcp, peer).await
+                        }
+                    }
                     drop(permit);
                 });
             }

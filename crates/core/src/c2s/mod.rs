@@ -655,7 +655,16 @@ impl Connection {
                             break e;
                         }
                     }
-                    Some(Outbound::Close(err)) => break self.stream_error(err).await,
+                    Some(Outbound::Close(err)) => {
+                        // What was queued before the close still goes out
+                        // (an IQ result ahead of XEP-0077's not-authorized).
+                        while let Ok(Outbound::Stanza(el)) = outbox.try_recv() {
+                            if self.write_element(&el).await.is_err() {
+                                break;
+                            }
+                        }
+                        break self.stream_error(err).await
+                    }
                     None => break End::Closed,
                 },
                 read = self.io.as_mut().expect("transport present").read(&mut buf) => match read {

@@ -191,17 +191,25 @@ impl HttpAuthenticator {
         params: &[(&str, &str)],
     ) -> Result<(u16, String, Instant), AuthError> {
         let started = Instant::now();
-        // Excess logins wait for a slot, but no longer than a request may take.
-        let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.inflight.acquire()).await else {
+        // One time budget for waiting for a slot and for the request, so a
+        // login never waits longer than http_auth_timeout in all.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.inflight.acquire()).await else {
             self.record(method, Outcome::Timeout, started);
             return Err(self.backend_down(method, "too many requests in flight to the web app"));
         };
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining < Duration::from_millis(50) {
+            self.record(method, Outcome::Timeout, started);
+            return Err(self.backend_down(method, "too many requests in flight to the web app"));
+        }
         let url = format!("{}/{method}", self.base);
         let mut request = if post {
             self.client.post(&url).form(params)
         } else {
             self.client.get(&url).query(params)
-        };
+        }
+        .timeout(remaining);
         if let Some((user, pass)) = &self.credentials {
             request = request.basic_auth(user, Some(pass));
         }
