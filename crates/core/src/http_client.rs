@@ -35,3 +35,24 @@ pub fn build(options: &HttpClientOptions) -> Result<reqwest::Client, reqwest::Er
         .tls_danger_accept_invalid_certs(options.insecure)
         .build()
 }
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme name
+/// is case-insensitive (RFC 7235 §2.1).
+pub fn bearer_token(value: Option<&str>) -> Option<&str> {
+    let (scheme, token) = value?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer")), None);
+        assert_eq!(bearer_token(None), None);
+    }
+}

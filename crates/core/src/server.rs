@@ -81,6 +81,12 @@ impl Server {
                 }
             },
         };
+        // A client's own presence goes through the presence hooks first
+        // (roster state, bare-JID stamping), wherever it is going.
+        if kind == StanzaKind::Presence && origin.is_some() {
+            self.route_presence(stanza, to, origin).await;
+            return;
+        }
         if let Some(to) = &to
             && let Some(component) = self.components.get(to.domain().as_str())
         {

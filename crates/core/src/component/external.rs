@@ -38,10 +38,20 @@ struct Attached {
 
 #[async_trait]
 impl Component for Attached {
-    async fn deliver(&self, _server: &Server, stanza: Element) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbox.try_send(Outbound::Stanza(stanza)) {
-            warn!("component outbox full, disconnecting it");
-            self.kill.cancel();
+    async fn deliver(&self, server: &Server, stanza: Element) {
+        match self.outbox.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!("component outbox full, disconnecting it");
+                self.kill.cancel();
+            }
+            // The connection ended a moment ago: the sender hears of it.
+            Err(mpsc::error::TrySendError::Closed(Outbound::Stanza(stanza))) => {
+                if stanza.name() != "presence" && !matches!(stanza.attr("type"), Some("error" | "result")) {
+                    server.bounce(&stanza, crate::stanza::StanzaError::service_unavailable());
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }

@@ -49,11 +49,10 @@ async fn send(component: &ComponentHttp, server: &Server, headers: &HeaderMap, b
             "the send API is off for this component (no component_post_token)",
         );
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = jackdaw_core::http_client::bearer_token(
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+    )
+    .unwrap_or("");
     if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         warn!(component = component.domain(), "send API: wrong or missing token");
         return answer(StatusCode::UNAUTHORIZED, "wrong or missing Bearer token");

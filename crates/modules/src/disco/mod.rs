@@ -65,14 +65,22 @@ struct DiscoItems;
 
 #[async_trait]
 impl IqHandler for DiscoItems {
-    async fn handle(&self, _: &Server, req: IqRequest<'_>) -> Result<Option<Element>, StanzaError> {
+    async fn handle(&self, server: &Server, req: IqRequest<'_>) -> Result<Option<Element>, StanzaError> {
         if req.payload.attr("node").is_some() {
             return Err(StanzaError::item_not_found());
         }
         if !req.is_to_host() && !req.is_to_own_account() {
             return Err(StanzaError::service_unavailable());
         }
-        // Components (MUC, bots) will be listed here once they exist.
-        Ok(Some(Element::bare("query", ns::DISCO_ITEMS)))
+        let mut query = Element::bare("query", ns::DISCO_ITEMS);
+        if req.is_to_host() {
+            // XEP-0030 §4: the host's services are its components.
+            for domain in server.components.domains() {
+                let mut item = Element::bare("item", ns::DISCO_ITEMS);
+                stanza::set_attr(&mut item, "jid", domain);
+                query.append_child(item);
+            }
+        }
+        Ok(Some(query))
     }
 }

@@ -185,7 +185,7 @@ impl Presence {
             // The user sees itself, then its contacts' presence (§4.2.3-4).
             session.send(with_addresses(stanza, &from, &from));
             for item in items.iter().filter(|i| i.subscription.has_to()) {
-                self.probe_local(server, session, &item.jid);
+                self.probe_local(server, session, &item.jid).await;
             }
             for other in server.available_resources(&owner) {
                 if other.id != session.id
@@ -202,15 +202,39 @@ impl Presence {
     }
 
     /// Answers a probe for a local contact on the contact's behalf.
-    fn probe_local(&self, server: &Server, session: &Arc<Session>, contact: &str) {
+    /// The contact's server answers from the contact's roster (§4.3.2):
+    /// only a contact whose roster lets the user see it shows its presence.
+    async fn probe_local(&self, server: &Server, session: &Arc<Session>, contact: &str) {
         let Ok(contact) = BareJid::new(contact) else {
             return;
         };
         if !server.is_local_domain(contact.domain().as_str()) {
-            return; // remote contacts: no federation yet
+            // Components (and, with federation, remote servers) answer a
+            // real probe themselves.
+            let probe = stanza::new_stanza(
+                "presence",
+                &[
+                    ("type", "probe"),
+                    ("from", session.bare().as_str()),
+                    ("to", contact.as_str()),
+                ],
+            );
+            server.route(probe, None).await;
+            return;
+        }
+        let resources = server.available_resources(&contact);
+        if resources.is_empty() {
+            return;
+        }
+        let allowed = self
+            .item(server, &contact, session.bare().as_str())
+            .await
+            .is_some_and(|i| i.subscription.has_from());
+        if !allowed {
+            return;
         }
         let to = session.jid.to_string();
-        for r in server.available_resources(&contact) {
+        for r in resources {
             if let Some(p) = r.with_presence(|p| p.last_presence.clone()) {
                 session.send(with_addresses(&p, r.jid.as_str(), &to));
             }
@@ -406,6 +430,7 @@ impl Presence {
                         // With managed rosters only contacts may show
                         // their presence to the user.
                         if is_managed_host(server, &owner)
+                            && server.sessions.is_online(&owner)
                             && self.item(server, &owner, from.to_bare().as_str()).await.is_none()
                         {
                             return Handled::Yes;

@@ -189,7 +189,7 @@ impl Hook for SessionHook {
                 let owner = session.bare();
                 let node = owner.node().map(|n| n.as_str().to_string()).unwrap_or_default();
                 let admin = &self.0;
-                if let Err(e) = admin.rosters.load(&admin.host, &node).await {
+                if let Err(e) = admin.rosters.login(&admin.host, &node).await {
                     if admin.config.http_roster_required {
                         warn!(user = %owner, error = %e, "login refused: the contact list is unavailable");
                         session.close(StreamError::InternalServerError(

@@ -76,11 +76,10 @@ fn bad_request(message: &str) -> Response {
 fn check_access(admin: &RosterAdmin, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     match &admin.config.http_roster_admin_secret {
         Some(secret) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+            let given = jackdaw_core::http_client::bearer_token(
+                headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+            )
+            .unwrap_or("");
             if bool::from(given.as_bytes().ct_eq(secret.as_bytes())) {
                 None
             } else {

@@ -174,10 +174,27 @@ impl HttpRosters {
         parsed
     }
 
-    /// The cached roster, fetching it first if this is the user's first
-    /// look since login. A failed fetch is not cached.
+    /// At login: the cached roster, fetched first if this is the first of
+    /// the user's sessions. A failed fetch is not cached.
+    pub async fn login(&self, host: &str, user: &str) -> Result<CachedRoster, FetchError> {
+        self.load_slot(self.slot(host, user), user).await
+    }
+
+    /// The roster of a logged-in user. Users with no session get an empty
+    /// roster without asking the web app: nothing is delivered to them, and
+    /// caching their roster would keep it past the web app's next change.
     pub async fn load(&self, host: &str, user: &str) -> Result<CachedRoster, FetchError> {
-        let slot = self.slot(host, user);
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.get(&(host.to_string(), user.to_string())).cloned()
+        };
+        match slot {
+            Some(slot) => self.load_slot(slot, user).await,
+            None => Ok(CachedRoster::default()),
+        }
+    }
+
+    async fn load_slot(&self, slot: Slot, user: &str) -> Result<CachedRoster, FetchError> {
         let mut guard = slot.lock().await;
         if let Some(cached) = guard.as_ref() {
             return Ok(cached.clone());

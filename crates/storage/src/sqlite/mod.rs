@@ -237,14 +237,23 @@ fn migrate(conn: &mut Connection) -> Result<(), SqliteError> {
         })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let version = index + 1;
-        let apply = |conn: &mut Connection| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+        // IMMEDIATE, then re-read the version: two processes opening a new
+        // file at once (a server and `jackdaw user add`) must not both apply
+        // the same migration.
+        let apply = |conn: &mut Connection| -> rusqlite::Result<bool> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+            if now >= version as i64 {
+                return Ok(false);
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", version as i64)?;
-            tx.commit()
+            tx.commit()?;
+            Ok(true)
         };
-        apply(conn).map_err(|source| SqliteError::Migration { version, source })?;
-        tracing::info!(version, "applied SQLite schema migration");
+        if apply(conn).map_err(|source| SqliteError::Migration { version, source })? {
+            tracing::info!(version, "applied SQLite schema migration");
+        }
     }
     Ok(())
 }
