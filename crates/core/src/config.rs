@@ -236,9 +236,18 @@ pub struct KnownOptions {
 }
 
 impl Config {
-    /// The embedded default: host `localhost`, everything on loopback.
+    /// The embedded default: host `localhost` with chat rooms at
+    /// `rooms.localhost`, everything on loopback.
     pub fn embedded_default() -> Self {
-        Self::parse("", None, &KnownOptions::default()).expect("the empty config is valid")
+        let mut config = Self::parse("", None, &KnownOptions::default()).expect("the empty config is valid");
+        let mut options = toml::Table::new();
+        options.insert("module".into(), toml::Value::String("muc".into()));
+        config.components.push(ComponentConfig {
+            name: "rooms.localhost".into(),
+            module: Some("muc".into()),
+            options,
+        });
+        config
     }
 
     pub fn load(path: &Path, known: &KnownOptions) -> Result<Self, ConfigError> {

@@ -80,6 +80,7 @@ async fn real_main(cli: Cli) -> ExitCode {
         idle: None,
         muc: None,
         server: None,
+        generator_cpu_percent: 0.0,
         error: None,
     };
     let json = c.json.clone();
@@ -92,6 +93,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let own_start = probe::own_snapshot();
     let outcome = tokio::time::timeout(hard, async {
         if run.common.register {
             report.register = Some(run.register_all().await?);
@@ -104,6 +106,9 @@ async fn real_main(cli: Cli) -> ExitCode {
         }
     })
     .await;
+    if let (Some(a), Some(b)) = (own_start, probe::own_snapshot()) {
+        report.generator_cpu_percent = probe::cpu_percent(&a, &b);
+    }
     let code = match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

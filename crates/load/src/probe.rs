@@ -125,7 +125,15 @@ pub struct ServerSummary {
     pub samples: usize,
 }
 
-fn cpu_percent(a: &Snapshot, b: &Snapshot) -> f64 {
+/// A reading of this process (the generator), to tell whether the
+/// generator itself ran out of CPU.
+pub fn own_snapshot() -> Option<Snapshot> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    read(std::process::id(), u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)).ok()
+}
+
+pub fn cpu_percent(a: &Snapshot, b: &Snapshot) -> f64 {
     let wall = b.at.duration_since(a.at).as_secs_f64();
     if wall <= 0.0 {
         return 0.0;

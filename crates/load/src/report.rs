@@ -35,6 +35,9 @@ pub struct Report {
     /// The server process over the measured phase, with `--server-pid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerSummary>,
+    /// CPU used by jackdaw-load itself over the whole run; near 100 × its
+    /// cores means the generator, not the server, was the limit.
+    pub generator_cpu_percent: f64,
     /// Set when the scenario could not run to the end.
     pub error: Option<String>,
 }
@@ -240,6 +243,11 @@ impl Report {
                 ),
             );
         }
+        row(
+            &mut t,
+            "generator",
+            format!("cpu {:.1}% avg over the run", self.generator_cpu_percent),
+        );
         if let Some(e) = &self.error {
             row(&mut t, "ERROR", e.clone());
         }

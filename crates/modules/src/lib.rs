@@ -5,6 +5,7 @@
 pub mod auth_http;
 pub mod component_http;
 pub mod disco;
+pub mod muc;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -54,7 +55,11 @@ pub fn known_options() -> KnownOptions {
             .flat_map(|(_, _, opts, _)| opts.iter().copied())
             .chain(auth_http::OPTIONS.iter().copied())
             .collect(),
-        component: component_http::OPTIONS.to_vec(),
+        component: component_http::OPTIONS
+            .iter()
+            .chain(muc::OPTIONS)
+            .copied()
+            .collect(),
     }
 }
 

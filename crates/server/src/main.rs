@@ -84,7 +84,11 @@ fn real_main(cli: Cli) -> Result<()> {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         let config = Config::load(file, &jackdaw_modules::known_options())?;
         // Loading the modules checks their options too.
-        run::check_modules(&config)?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(run::check_modules(&config))?;
         println!("{}: OK ({} host(s))", file.display(), config.hosts.len());
         return Ok(());
     }

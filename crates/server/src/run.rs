@@ -15,8 +15,10 @@ use jackdaw_core::hooks::Hooks;
 use jackdaw_core::roster::{RosterSource, StoredRosters};
 use jackdaw_core::server::{Host, Server};
 use jackdaw_core::session::SessionRegistry;
+use jackdaw_core::storage::Stores;
 use jackdaw_core::tls::Tls;
 use jackdaw_modules::component_http::ComponentHttp;
+use jackdaw_modules::muc::MucService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -71,7 +73,7 @@ type BuiltComponents = Vec<(
     Option<axum::Router<Arc<Server>>>,
 )>;
 
-fn build_components(config: &Config) -> Result<BuiltComponents> {
+async fn build_components(config: &Config, stores: &Stores) -> Result<BuiltComponents> {
     let mut built = Vec::new();
     let mut problems = Vec::new();
     for c in &config.components {
@@ -100,6 +102,10 @@ fn build_components(config: &Config) -> Result<BuiltComponents> {
                 }
                 Err(e) => problems.push(e),
             },
+            Some("muc") => match MucService::new(c, stores.muc.clone()).await {
+                Ok(service) => built.push((c.name.clone(), Some(service as Arc<dyn Component>), None)),
+                Err(e) => problems.push(e),
+            },
             Some(other) => problems.push(format!("component {}: module {other:?} is not available", c.name)),
         }
     }
@@ -111,13 +117,17 @@ fn build_components(config: &Config) -> Result<BuiltComponents> {
 
 /// For `check-config`: loads the modules against a throwaway database so
 /// their options are validated without touching data_path.
-pub fn check_modules(config: &Config) -> Result<()> {
+pub async fn check_modules(config: &Config) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("jackdaw-check-{}", std::process::id()));
     let mut scratch = config.clone();
     scratch.global.data_path = dir.clone();
-    let result = wiring::open(&scratch)
-        .and_then(|b| build_hosts(&scratch, &b).map(|_| ()))
-        .and_then(|()| build_components(&scratch).map(|_| ()));
+    let result = async {
+        let backends = wiring::open(&scratch)?;
+        build_hosts(&scratch, &backends)?;
+        build_components(&scratch, &backends.stores).await?;
+        Ok(())
+    }
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -192,7 +202,7 @@ pub async fn run(config: Config) -> Result<()> {
     crate::init_logging(&config.global.log);
     let backends = wiring::open(&config)?;
     let (hosts, host_routes) = build_hosts(&config, &backends)?;
-    let components = build_components(&config)?;
+    let components = build_components(&config, &backends.stores).await?;
     let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
     let cert_dir = config.global.certificates_dir();
     let cert = certs::ensure(&cert_dir, &names[0], &names)?;

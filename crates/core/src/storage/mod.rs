@@ -169,10 +169,20 @@ pub trait OfflineStore: Send + Sync {
     async fn count(&self, host: &str, user: &str) -> StorageResult<usize>;
 }
 
+/// Persistent MUC rooms (XEP-0045), one opaque document per room.
+#[async_trait]
+pub trait MucStore: Send + Sync {
+    async fn save_room(&self, service: &str, room: &str, data: &str) -> StorageResult<()>;
+    async fn delete_room(&self, service: &str, room: &str) -> StorageResult<()>;
+    /// (room node, document) of every stored room of a service.
+    async fn rooms(&self, service: &str) -> StorageResult<Vec<(String, String)>>;
+}
+
 /// Every store the core and the modules use, chosen once by the server.
 #[derive(Clone)]
 pub struct Stores {
     pub accounts: std::sync::Arc<dyn AccountStore>,
     pub rosters: std::sync::Arc<dyn RosterStore>,
     pub offline: std::sync::Arc<dyn OfflineStore>,
+    pub muc: std::sync::Arc<dyn MucStore>,
 }

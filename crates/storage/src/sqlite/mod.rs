@@ -17,6 +17,7 @@
 //! beside the writer: WAL lets readers run concurrently with it.
 
 mod accounts;
+mod muc;
 mod offline;
 mod roster;
 
@@ -32,7 +33,10 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 /// never edit a migration that has shipped. They run with foreign keys on
 /// and inside a transaction (where `PRAGMA foreign_keys` is a no-op), so a
 /// migration that rebuilds a referenced table needs special handling.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_muc.sql"),
+];
 
 /// How long a statement waits for a lock held by another connection (an
 /// admin's `sqlite3` shell, a backup) before failing with `SQLITE_BUSY`.
@@ -125,6 +129,7 @@ impl SqliteStore {
             accounts: Arc::new(self.clone()),
             rosters: Arc::new(self.clone()),
             offline: Arc::new(self.clone()),
+            muc: Arc::new(self.clone()),
         }
     }
 
