@@ -47,7 +47,7 @@ pub const HOST_KEYS: &[&str] = &[
 ];
 
 /// Keys valid in a component table, besides its module's options.
-pub const COMPONENT_KEYS: &[&str] = &["module", "component_secret", "name"];
+pub const COMPONENT_KEYS: &[&str] = &["module", "component_secret", "name", "modules_enabled"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -6,6 +6,7 @@ pub mod auth_http;
 pub mod component_http;
 pub mod disco;
 pub mod muc;
+pub mod muc_http_auth;
 pub mod offline;
 pub mod ping;
 pub mod presence;
@@ -58,6 +59,7 @@ pub fn known_options() -> KnownOptions {
         component: component_http::OPTIONS
             .iter()
             .chain(muc::OPTIONS)
+            .chain(muc_http_auth::OPTIONS)
             .copied()
             .collect(),
     }

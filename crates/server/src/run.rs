@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::rate_limit::AuthRateLimiter;
 use jackdaw_core::component::{Component, ComponentRegistry};
+use jackdaw_core::config::ComponentConfig;
 use jackdaw_core::config::Config;
 use jackdaw_core::hooks::Hooks;
 use jackdaw_core::roster::{RosterSource, StoredRosters};
@@ -18,7 +19,8 @@ use jackdaw_core::session::SessionRegistry;
 use jackdaw_core::storage::Stores;
 use jackdaw_core::tls::Tls;
 use jackdaw_modules::component_http::ComponentHttp;
-use jackdaw_modules::muc::MucService;
+use jackdaw_modules::muc::{JoinPolicy, MucService};
+use jackdaw_modules::muc_http_auth::MucHttpAuth;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,29 @@ type BuiltComponents = Vec<(
     Option<axum::Router<Arc<Server>>>,
 )>;
 
+/// The MUC join policy a component's `modules_enabled` asks for.
+fn muc_join_policy(c: &ComponentConfig) -> Result<Option<Arc<dyn JoinPolicy>>, String> {
+    let enabled: Vec<String> = match c.options.get("modules_enabled") {
+        None => Vec::new(),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|_| format!("component {}: modules_enabled must be a list", c.name))?,
+    };
+    for m in &enabled {
+        if m != "muc_http_auth" {
+            return Err(format!(
+                "component {}: unknown module {m:?} in modules_enabled",
+                c.name
+            ));
+        }
+    }
+    if enabled.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(MucHttpAuth::new(&c.options, &c.name)?)))
+}
+
 async fn build_components(config: &Config, stores: &Stores) -> Result<BuiltComponents> {
     let mut built = Vec::new();
     let mut problems = Vec::new();
@@ -102,10 +127,16 @@ async fn build_components(config: &Config, stores: &Stores) -> Result<BuiltCompo
                 }
                 Err(e) => problems.push(e),
             },
-            Some("muc") => match MucService::new(c, stores.muc.clone()).await {
-                Ok(service) => built.push((c.name.clone(), Some(service as Arc<dyn Component>), None)),
-                Err(e) => problems.push(e),
-            },
+            Some("muc") => {
+                let service = match muc_join_policy(c) {
+                    Ok(policy) => MucService::new(c, stores.muc.clone(), policy).await,
+                    Err(e) => Err(e),
+                };
+                match service {
+                    Ok(service) => built.push((c.name.clone(), Some(service as Arc<dyn Component>), None)),
+                    Err(e) => problems.push(e),
+                }
+            }
             Some(other) => problems.push(format!("component {}: module {other:?} is not available", c.name)),
         }
     }

@@ -28,6 +28,13 @@ use tracing::{debug, error, info};
 pub use config::{Config, OPTIONS};
 use room::{Affiliation, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Occupant, Role, Room, RoomConfig, Stored};
 
+/// Decides whether a user may join a room under a nickname, before any
+/// room state changes (muc_http_auth provides one).
+#[async_trait]
+pub trait JoinPolicy: Send + Sync {
+    async fn check(&self, user: &BareJid, room: &BareJid, nick: &str) -> Result<(), StanzaError>;
+}
+
 /// Work decided under the lock, carried out after it.
 #[derive(Default)]
 struct Out {
@@ -47,6 +54,7 @@ pub struct MucService {
     config: Config,
     store: Arc<dyn MucStore>,
     rooms: Mutex<HashMap<String, Room>>,
+    join_policy: Option<Arc<dyn JoinPolicy>>,
 }
 
 fn now_secs() -> u64 {
@@ -113,7 +121,11 @@ fn parse_stamp(s: &str) -> Option<u64> {
 }
 
 impl MucService {
-    pub async fn new(component: &ComponentConfig, store: Arc<dyn MucStore>) -> Result<Arc<Self>, String> {
+    pub async fn new(
+        component: &ComponentConfig,
+        store: Arc<dyn MucStore>,
+        join_policy: Option<Arc<dyn JoinPolicy>>,
+    ) -> Result<Arc<Self>, String> {
         let config: Config = toml::Value::Table(component.options.clone())
             .try_into()
             .map_err(|e: toml::de::Error| format!("component {}: {}", component.name, e.message()))?;
@@ -150,6 +162,7 @@ impl MucService {
             config,
             store,
             rooms: Mutex::new(rooms),
+            join_policy,
         }))
     }
 
@@ -215,7 +228,11 @@ impl Component for MucService {
             ("iq", Some(node), Some(nick)) => self.occupant_iq(&stanza, &from, &node, &nick, &mut out),
             ("presence", Some(node), Some(nick)) => {
                 if let Ok(full) = from.try_into_full() {
-                    self.handle_presence(server, &stanza, &full, &node, &nick, &mut out);
+                    if let Err(err) = self.ask_policy(&stanza, &full, &node, &nick).await {
+                        out.stanzas.extend(presence_error(&stanza, err));
+                    } else {
+                        self.handle_presence(server, &stanza, &full, &node, &nick, &mut out);
+                    }
                 }
             }
             ("message", Some(node), None) => self.room_message(&stanza, &from, &node, &mut out),
@@ -234,6 +251,34 @@ impl Component for MucService {
 }
 
 impl MucService {
+    /// Asks the join policy about a join or a nick change (not about a
+    /// presence update under the same nick, nor a leave).
+    async fn ask_policy(
+        &self,
+        p: &Element,
+        from: &FullJid,
+        node: &str,
+        nick: &str,
+    ) -> Result<(), StanzaError> {
+        let Some(policy) = &self.join_policy else {
+            return Ok(());
+        };
+        if p.attr("type").is_some() {
+            return Ok(());
+        }
+        let same_nick = self
+            .lock()
+            .get(node)
+            .and_then(|r| r.occupant_by_session(from.as_str()))
+            .is_some_and(|o| o.nick == nick);
+        if same_nick {
+            return Ok(());
+        }
+        let room =
+            BareJid::new(&format!("{node}@{}", self.domain)).map_err(|_| StanzaError::jid_malformed())?;
+        policy.check(&from.to_bare(), &room, nick).await
+    }
+
     // ---------------------------------------------------------------- iq
 
     fn reply(out: &mut Out, iq: &Element, result: Result<Option<Element>, StanzaError>) {
