@@ -197,7 +197,7 @@ impl Common {
         if !self.user_pattern.contains("{i}") && self.users > 1 {
             bail!("--user-pattern needs {{i}} when --users > 1");
         }
-        if !(self.step_timeout > 0.0) {
+        if self.step_timeout.is_nan() || self.step_timeout <= 0.0 {
             bail!("--step-timeout must be positive");
         }
         Ok(())

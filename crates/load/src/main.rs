@@ -81,6 +81,7 @@ async fn real_main(cli: Cli) -> ExitCode {
         muc: None,
         server: None,
         generator_cpu_percent: 0.0,
+        other_cpu_percent: 0.0,
         error: None,
     };
     let json = c.json.clone();
@@ -94,6 +95,8 @@ async fn real_main(cli: Cli) -> ExitCode {
         }
     };
     let own_start = probe::own_snapshot();
+    let machine_start = probe::machine_busy();
+    let server_start = run.probe.as_ref().and_then(|p| p.snapshot());
     let outcome = tokio::time::timeout(hard, async {
         if run.common.register {
             report.register = Some(run.register_all().await?);
@@ -108,6 +111,20 @@ async fn real_main(cli: Cli) -> ExitCode {
     .await;
     if let (Some(a), Some(b)) = (own_start, probe::own_snapshot()) {
         report.generator_cpu_percent = probe::cpu_percent(&a, &b);
+        // Everything the machine did that neither we nor the server did.
+        if let (Some(m0), Some(m1)) = (machine_start, probe::machine_busy()) {
+            let server = match (server_start, run.probe.as_ref().and_then(|p| p.snapshot())) {
+                (Some(s0), Some(s1)) => s1.cpu.saturating_sub(s0.cpu),
+                _ => std::time::Duration::ZERO,
+            };
+            let other = (m1.saturating_sub(m0))
+                .saturating_sub(b.cpu.saturating_sub(a.cpu))
+                .saturating_sub(server);
+            let wall = b.at.duration_since(a.at).as_secs_f64();
+            if wall > 0.0 {
+                report.other_cpu_percent = other.as_secs_f64() / wall * 100.0;
+            }
+        }
     }
     let code = match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -151,7 +168,7 @@ fn raise_fd_limit(users: u64) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    if (lim.rlim_cur as u64) < users + 64 {
+    if lim.rlim_cur < users + 64 {
         eprintln!(
             "warning: open-file limit {} is below --users {users}; raise it with `ulimit -n`",
             lim.rlim_cur

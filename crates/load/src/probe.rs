@@ -125,12 +125,32 @@ pub struct ServerSummary {
     pub samples: usize,
 }
 
+/// CPU time spent by the whole machine (all processes, every namespace)
+/// from the first line of /proc/stat: user, nice, system, irq, softirq,
+/// steal. Compared with the server's and the generator's own time it shows
+/// whether something else competed for the cores during a run.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tps = u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100);
+    Some(Duration::from_secs_f64(busy as f64 / tps as f64))
+}
+
 /// A reading of this process (the generator), to tell whether the
 /// generator itself ran out of CPU.
 pub fn own_snapshot() -> Option<Snapshot> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    read(std::process::id(), u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)).ok()
+    read(
+        std::process::id(),
+        u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100),
+    )
+    .ok()
 }
 
 pub fn cpu_percent(a: &Snapshot, b: &Snapshot) -> f64 {

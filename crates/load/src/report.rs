@@ -38,6 +38,10 @@ pub struct Report {
     /// CPU used by jackdaw-load itself over the whole run; near 100 × its
     /// cores means the generator, not the server, was the limit.
     pub generator_cpu_percent: f64,
+    /// CPU used on the machine by everything else (other processes, the
+    /// kernel's share not charged to either) over the run, in % of one
+    /// core. Figures measured while this is high are not comparable.
+    pub other_cpu_percent: f64,
     /// Set when the scenario could not run to the end.
     pub error: Option<String>,
 }
@@ -247,6 +251,19 @@ impl Report {
             &mut t,
             "generator",
             format!("cpu {:.1}% avg over the run", self.generator_cpu_percent),
+        );
+        row(
+            &mut t,
+            "rest of the machine",
+            format!(
+                "cpu {:.1}%{}",
+                self.other_cpu_percent,
+                if self.other_cpu_percent > 20.0 {
+                    "  (WARNING: other load competed for the cores; figures not comparable)"
+                } else {
+                    ""
+                }
+            ),
         );
         if let Some(e) = &self.error {
             row(&mut t, "ERROR", e.clone());

@@ -230,7 +230,8 @@ mod tests {
     /// RFC 7677 §3's example exchange.
     #[test]
     fn rfc7677_example() {
-        let (mut scram, first) = Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
+        let (mut scram, first) =
+            Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
         assert_eq!(
             B64.decode(first).expect("base64"),
             b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
@@ -249,15 +250,20 @@ mod tests {
             .expect("server signature");
         assert_eq!(scram.verify("v=AAAA"), Err(SaslError::BadServerSignature));
         // The second login reuses the salted password.
-        let (mut again, _) = Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
+        let (mut again, _) =
+            Scram::start_with_nonce(ScramHash::Sha256, "user", "rOprNGfwEbeRWgbNEkqO".into());
         assert!(again.respond(server_first, "pencil", &cache).is_ok());
     }
 
     /// RFC 5802 §5's example exchange (SCRAM-SHA-1).
     #[test]
     fn rfc5802_example() {
-        let (mut scram, first) = Scram::start_with_nonce(ScramHash::Sha1, "user", "fyko+d2lbbFgONRv9qkxdawL".into());
-        assert_eq!(B64.decode(first).expect("base64"), b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+        let (mut scram, first) =
+            Scram::start_with_nonce(ScramHash::Sha1, "user", "fyko+d2lbbFgONRv9qkxdawL".into());
+        assert_eq!(
+            B64.decode(first).expect("base64"),
+            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
+        );
         let server_first = "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096";
         let fin = scram
             .respond(server_first, "pencil", &ScramCache::default())
@@ -266,7 +272,9 @@ mod tests {
             String::from_utf8(B64.decode(fin).expect("base64")).expect("utf8"),
             "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="
         );
-        scram.verify("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=").expect("server signature");
+        scram
+            .verify("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=")
+            .expect("server signature");
     }
 
     #[test]

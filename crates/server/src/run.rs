@@ -326,6 +326,9 @@ pub async fn run(config: Config) -> Result<()> {
 
     wait_for_signals(&server, &cert).await;
     info!(sessions = server.sessions.count(), "shutting down");
+    for component in server.components.connected() {
+        component.shutdown(&server).await;
+    }
     server.shutdown.cancel();
     server.tasks.close();
     if tokio::time::timeout(Duration::from_secs(10), server.tasks.wait())

@@ -645,7 +645,11 @@ impl Connection {
             };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break self.stream_error(StreamError::SystemShutdown).await,
+                _ = shutdown.cancelled() => {
+                    // Goodbyes queued before shutdown (MUC status 332) go first.
+                    self.flush_outbox(&mut outbox).await;
+                    break self.stream_error(StreamError::SystemShutdown).await
+                }
                 _ = session.kill.cancelled() => {
                     break self.stream_error(StreamError::PolicyViolation("too many unread stanzas".into())).await
                 }
@@ -658,11 +662,7 @@ impl Connection {
                     Some(Outbound::Close(err)) => {
                         // What was queued before the close still goes out
                         // (an IQ result ahead of XEP-0077's not-authorized).
-                        while let Ok(Outbound::Stanza(el)) = outbox.try_recv() {
-                            if self.write_element(&el).await.is_err() {
-                                break;
-                            }
-                        }
+                        self.flush_outbox(&mut outbox).await;
                         break self.stream_error(err).await
                     }
                     None => break End::Closed,
@@ -704,6 +704,15 @@ impl Connection {
             }
         }
         end
+    }
+
+    /// Writes every stanza already queued, stopping at a close.
+    async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Outbound>) {
+        while let Ok(Outbound::Stanza(el)) = outbox.try_recv() {
+            if self.write_element(&el).await.is_err() {
+                break;
+            }
+        }
     }
 
     /// A stanza the client sent on its bound session.

@@ -18,6 +18,9 @@ pub trait Component: Send + Sync {
     /// Takes a stanza addressed to the component's domain; `from` is
     /// trustworthy. Must not block the caller for long: queue the work.
     async fn deliver(&self, server: &Server, stanza: Element);
+
+    /// The server is stopping: say goodbye while streams are still open.
+    async fn shutdown(&self, _server: &Server) {}
 }
 
 /// Which domains are components, and which of them are connected now.
@@ -73,6 +76,12 @@ impl ComponentRegistry {
     pub fn get(&self, domain: &str) -> Option<Option<Arc<dyn Component>>> {
         let map = self.configured.read().unwrap_or_else(|p| p.into_inner());
         map.get(domain).cloned()
+    }
+
+    /// The components serving their domain right now.
+    pub fn connected(&self) -> Vec<Arc<dyn Component>> {
+        let map = self.configured.read().unwrap_or_else(|p| p.into_inner());
+        map.values().flatten().cloned().collect()
     }
 
     pub fn domains(&self) -> Vec<String> {

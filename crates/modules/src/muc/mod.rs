@@ -214,6 +214,23 @@ impl MucService {
 
 #[async_trait]
 impl Component for MucService {
+    /// Status 332: everyone is told the service is going away (§15).
+    async fn shutdown(&self, server: &Server) {
+        let mut out = Out::default();
+        for room in self.lock().values_mut() {
+            for o in std::mem::take(&mut room.occupants) {
+                let gone = Occupant {
+                    role: Role::None,
+                    ..o
+                };
+                for s in &gone.sessions {
+                    out.send(room.presence_of(&gone, s.as_str(), true, &[332, 110], None));
+                }
+            }
+        }
+        self.finish(server, out).await;
+    }
+
     async fn deliver(&self, server: &Server, stanza: Element) {
         let Some(to) = stanza::to_jid(&stanza) else { return };
         let Some(from) = stanza::from_jid(&stanza) else {
@@ -906,6 +923,26 @@ impl MucService {
                 .extend(stanza::error_reply(m, &StanzaError::item_not_found()));
             return;
         };
+        // §7.8.2: a declined invitation goes back to the inviter; the
+        // invitee is not an occupant.
+        if let Some(decline) = m
+            .get_child("x", NS_USER)
+            .and_then(|x| x.get_child("decline", NS_USER))
+        {
+            if let Some(to) = decline.attr("to") {
+                let mut msg = stanza::new_stanza("message", &[("from", &room.jid), ("to", to)]);
+                let mut x = Element::bare("x", NS_USER);
+                let mut d = Element::bare("decline", NS_USER);
+                stanza::set_attr(&mut d, "from", from.to_bare().to_string());
+                if let Some(reason) = decline.get_child("reason", NS_USER) {
+                    d.append_child(reason.clone());
+                }
+                x.append_child(d);
+                msg.append_child(x);
+                out.send(msg);
+            }
+            return;
+        }
         let Some(sender) = room.occupant_by_session(from.as_str()) else {
             drop(rooms);
             out.stanzas.extend(stanza::error_reply(
