@@ -96,7 +96,8 @@ impl StanzaError {
         Self::new(ErrorType::Auth, "not-authorized")
     }
     pub fn internal_server_error() -> Self {
-        Self::new(ErrorType::Wait, "internal-server-error")
+        // RFC 6120 §8.3.3.6: type cancel.
+        Self::new(ErrorType::Cancel, "internal-server-error")
     }
     pub fn resource_constraint() -> Self {
         Self::new(ErrorType::Wait, "resource-constraint")

@@ -397,46 +397,56 @@ enum Listener {
     Component,
 }
 
-/// Accepts connections while there are free slots; a capped backoff on
-/// accept errors (out of file descriptors) keeps the loop from spinning.
+/// Accepts connections; one over `c2s_max_connections` is closed at once
+/// with a warning (at most one a second), never left waiting unseen. A
+/// capped backoff on accept errors (out of file descriptors) keeps the loop
+/// from spinning.
 async fn accept_loop(server: Arc<Server>, listener: TcpListener, kind: Listener, limit: Arc<Semaphore>) {
     let mut backoff = Duration::from_millis(5);
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut refused_since_warning = 0u64;
     loop {
-        let permit = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             _ = server.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        match accepted {
-            Ok((tcp, peer)) => {
-                backoff = Duration::from_millis(5);
-                let server2 = server.clone();
-                server.tasks.spawn(async move {
-                    match kind {
-                        Listener::C2s => {
-                            jackdaw_core::c2s::handle_connection(server2, tcp, peer, false).await
-                        }
-                        Listener::C2sDirectTls => {
-                            jackdaw_core::c2s::handle_connection(server2, tcp, peer, true).await
-                        }
-                        Listener::Component => {
-                            jackdaw_core::component::external::handle_connection(server2, tcp, peer).await
-                        }
-                    }
-                    drop(permit);
-                });
-            }
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 warn!(error = %e, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
             }
-        }
+        };
+        backoff = Duration::from_millis(5);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            refused_since_warning += 1;
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                warn!(
+                    remote = %peer,
+                    refused = refused_since_warning,
+                    limit = server.config.global.c2s_max_connections,
+                    "connection limit reached (c2s_max_connections): refusing new connections"
+                );
+                last_warning = Some(std::time::Instant::now());
+                refused_since_warning = 0;
+            }
+            drop(tcp);
+            continue;
+        };
+        let server2 = server.clone();
+        server.tasks.spawn(async move {
+            match kind {
+                Listener::C2s => jackdaw_core::c2s::handle_connection(server2, tcp, peer, false).await,
+                Listener::C2sDirectTls => {
+                    jackdaw_core::c2s::handle_connection(server2, tcp, peer, true).await
+                }
+                Listener::Component => {
+                    jackdaw_core::component::external::handle_connection(server2, tcp, peer).await
+                }
+            }
+            drop(permit);
+        });
     }
 }

@@ -55,6 +55,8 @@ pub struct MucService {
     store: Arc<dyn MucStore>,
     rooms: Mutex<HashMap<String, Room>>,
     join_policy: Option<Arc<dyn JoinPolicy>>,
+    /// Own handle, so a join waiting for the web app runs in its own task.
+    me: std::sync::Weak<MucService>,
 }
 
 fn now_secs() -> u64 {
@@ -157,12 +159,13 @@ impl MucService {
             }
         }
         info!(service = %component.name, rooms = rooms.len(), "MUC service ready");
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             domain: component.name.clone(),
             config,
             store,
             rooms: Mutex::new(rooms),
             join_policy,
+            me: me.clone(),
         }))
     }
 
@@ -244,13 +247,19 @@ impl Component for MucService {
             ("iq", Some(node), None) => self.room_iq(&stanza, &from, &node, &mut out),
             ("iq", Some(node), Some(nick)) => self.occupant_iq(&stanza, &from, &node, &nick, &mut out),
             ("presence", Some(node), Some(nick)) => {
-                if let Ok(full) = from.try_into_full() {
-                    if let Err(err) = self.ask_policy(&stanza, &full, &node, &nick).await {
-                        out.stanzas.extend(presence_error(&stanza, err));
-                    } else {
-                        self.handle_presence(server, &stanza, &full, &node, &nick, &mut out);
+                let Ok(full) = from.try_into_full() else { return };
+                if self.needs_policy(&stanza, &full, &node, &nick) {
+                    // The web app's answer may take seconds: wait for it in a
+                    // task of its own, so the user's other stanzas (chat, other
+                    // rooms) are not held behind it.
+                    if let (Some(me), Some(server)) = (self.me.upgrade(), server.arc()) {
+                        tokio::spawn(
+                            async move { me.decided_presence(&server, stanza, full, node, nick).await },
+                        );
                     }
+                    return;
                 }
+                self.handle_presence(server, &stanza, &full, &node, &nick, &mut out);
             }
             ("message", Some(node), None) => self.room_message(&stanza, &from, &node, &mut out),
             ("message", Some(node), Some(nick)) => {
@@ -268,32 +277,33 @@ impl Component for MucService {
 }
 
 impl MucService {
-    /// Asks the join policy about a join or a nick change (not about a
+    /// True for a join or a nick change while a join policy is set (not a
     /// presence update under the same nick, nor a leave).
-    async fn ask_policy(
-        &self,
-        p: &Element,
-        from: &FullJid,
-        node: &str,
-        nick: &str,
-    ) -> Result<(), StanzaError> {
-        let Some(policy) = &self.join_policy else {
-            return Ok(());
-        };
-        if p.attr("type").is_some() {
-            return Ok(());
+    fn needs_policy(&self, p: &Element, from: &FullJid, node: &str, nick: &str) -> bool {
+        if self.join_policy.is_none() || p.attr("type").is_some() {
+            return false;
         }
         let same_nick = self
             .lock()
             .get(node)
             .and_then(|r| r.occupant_by_session(from.as_str()))
             .is_some_and(|o| o.nick == nick);
-        if same_nick {
-            return Ok(());
+        !same_nick
+    }
+
+    /// A join or nick change once the policy has answered.
+    async fn decided_presence(&self, server: &Server, p: Element, from: FullJid, node: String, nick: String) {
+        let Some(policy) = &self.join_policy else { return };
+        let mut out = Out::default();
+        let decision = match BareJid::new(&format!("{node}@{}", self.domain)) {
+            Ok(room) => policy.check(&from.to_bare(), &room, &nick).await,
+            Err(_) => Err(StanzaError::jid_malformed()),
+        };
+        match decision {
+            Ok(()) => self.handle_presence(server, &p, &from, &node, &nick, &mut out),
+            Err(err) => out.stanzas.extend(presence_error(&p, err)),
         }
-        let room =
-            BareJid::new(&format!("{node}@{}", self.domain)).map_err(|_| StanzaError::jid_malformed())?;
-        policy.check(&from.to_bare(), &room, nick).await
+        self.finish(server, out).await;
     }
 
     // ---------------------------------------------------------------- iq
@@ -479,6 +489,8 @@ impl MucService {
                 let mut config = room.stored.config.clone();
                 form::apply(x, &mut config, self.config.muc_max_history_length)?;
                 let changed = config != room.stored.config;
+                let anonymity_changed = config.whois_anyone != room.stored.config.whois_anyone;
+                let now_members_only = config.members_only && !room.stored.config.members_only;
                 room.stored.config = config;
                 while room.history.len() > room.stored.config.history_length {
                     room.history.pop_front();
@@ -486,7 +498,16 @@ impl MucService {
                 let was_locked = room.locked;
                 room.locked = false;
                 if changed && !was_locked {
-                    // Status 104: configuration changed.
+                    // Status 104: configuration changed; 172/173: the room
+                    // became non-anonymous / semi-anonymous (§10.2.1).
+                    let mut codes = vec!["104"];
+                    if anonymity_changed {
+                        codes.push(if room.stored.config.whois_anyone {
+                            "172"
+                        } else {
+                            "173"
+                        });
+                    }
                     for o in &room.occupants {
                         for s in &o.sessions {
                             let mut m = stanza::new_stanza(
@@ -494,12 +515,29 @@ impl MucService {
                                 &[("from", &room.jid), ("to", s.as_str()), ("type", "groupchat")],
                             );
                             let mut xu = Element::bare("x", NS_USER);
-                            let mut st = Element::bare("status", NS_USER);
-                            stanza::set_attr(&mut st, "code", "104");
-                            xu.append_child(st);
+                            for code in &codes {
+                                let mut st = Element::bare("status", NS_USER);
+                                stanza::set_attr(&mut st, "code", *code);
+                                xu.append_child(st);
+                            }
                             m.append_child(xu);
                             out.send(m);
                         }
+                    }
+                }
+                if now_members_only {
+                    // §10.2: non-members leave a room that became members-only
+                    // (status 322).
+                    let (stay, gone): (Vec<Occupant>, Vec<Occupant>) =
+                        std::mem::take(&mut room.occupants).into_iter().partition(|o| {
+                            room.stored
+                                .affiliations
+                                .get(&o.bare())
+                                .is_some_and(|a| *a >= Affiliation::Member)
+                        });
+                    room.occupants = stay;
+                    for o in gone {
+                        self.announce_removal(room, o, 322, None, out);
                     }
                 }
                 out.persist = Some(Self::snapshot(room));
@@ -566,14 +604,19 @@ impl MucService {
                 })
                 .ok_or_else(StanzaError::bad_request)?;
             let current = room.affiliation(&target);
-            // Admins manage members and outcasts below them; owners all.
-            let allowed = match actor_aff {
-                Affiliation::Owner => true,
-                Affiliation::Admin => current < Affiliation::Admin && aff < Affiliation::Admin,
-                _ => false,
-            };
-            if !allowed {
-                return Err(StanzaError::forbidden());
+            // Admins manage members and outcasts below them; owners all
+            // (§9.1: an admin acting on an admin or owner is not-allowed,
+            // one banning himself is a conflict).
+            match actor_aff {
+                Affiliation::Owner => {}
+                Affiliation::Admin if target == actor_bare && aff == Affiliation::Outcast => {
+                    return Err(StanzaError::conflict());
+                }
+                Affiliation::Admin if current >= Affiliation::Admin || aff >= Affiliation::Admin => {
+                    return Err(StanzaError::not_allowed());
+                }
+                Affiliation::Admin => {}
+                _ => return Err(StanzaError::forbidden()),
             }
             if current == Affiliation::Owner
                 && aff != Affiliation::Owner

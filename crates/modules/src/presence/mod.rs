@@ -32,7 +32,9 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     ctx.hooks.on(EventKind::PresenceOut, 0, hook.clone());
     ctx.hooks.on(EventKind::PresenceIn, 0, hook.clone());
     ctx.hooks.on(EventKind::SessionClosed, 0, hook);
-    ctx.hooks.add_feature(ns::PRE_APPROVAL);
+    // RFC 6121 §3.4: pre-approval is announced as a stream feature.
+    ctx.hooks
+        .add_stream_feature(Element::bare("sub", ns::PRE_APPROVAL));
     Ok(())
 }
 
