@@ -175,3 +175,19 @@ pub fn apply(form: &Element, c: &mut RoomConfig, max_history: usize) -> Result<(
     }
     Ok(())
 }
+
+/// The registration form of XEP-0045 §7.10.
+pub fn register_form() -> Element {
+    let mut x = Element::bare("x", ns::DATA_FORMS);
+    stanza::set_attr(&mut x, "type", "form");
+    x.append_child(field(
+        "FORM_TYPE",
+        "hidden",
+        "",
+        &["http://jabber.org/protocol/muc#register".to_string()],
+    ));
+    let mut nick = field("muc#register_roomnick", "text-single", "Nickname", &[]);
+    nick.append_child(Element::bare("required", ns::DATA_FORMS));
+    x.append_child(nick);
+    x
+}

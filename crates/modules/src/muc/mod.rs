@@ -33,6 +33,10 @@ use room::{Affiliation, NS_ADMIN, NS_MUC, NS_OWNER, NS_USER, Occupant, Role, Roo
 #[async_trait]
 pub trait JoinPolicy: Send + Sync {
     async fn check(&self, user: &BareJid, room: &BareJid, nick: &str) -> Result<(), StanzaError>;
+    /// Whether room registrations (§7.10) are decided too.
+    fn checks_registration(&self) -> bool {
+        false
+    }
 }
 
 /// Work decided under the lock, carried out after it.
@@ -244,6 +248,11 @@ impl Component for MucService {
         let nick = to.resource().map(|r| r.as_str().to_string());
         match (stanza.name(), node, nick) {
             ("iq", None, _) => self.service_iq(&stanza, &mut out),
+            ("iq", Some(node), None)
+                if stanza::iq_payload(&stanza).is_some_and(|p| p.is("query", ns::REGISTER)) =>
+            {
+                self.register(&stanza, &from, &node, &mut out).await
+            }
             ("iq", Some(node), None) => self.room_iq(&stanza, &from, &node, &mut out),
             ("iq", Some(node), Some(nick)) => self.occupant_iq(&stanza, &from, &node, &nick, &mut out),
             ("presence", Some(node), Some(nick)) => {
@@ -304,6 +313,84 @@ impl MucService {
             Err(err) => out.stanzas.extend(presence_error(&p, err)),
         }
         self.finish(server, out).await;
+    }
+
+    /// XEP-0045 §7.10: registering with a room makes the user a member
+    /// with a reserved nickname (asked of the join policy too when it says
+    /// so, as `muc_http_auth_authorize_registration`).
+    async fn register(&self, iq: &Element, from: &Jid, node: &str, out: &mut Out) {
+        let bare = from.to_bare();
+        let bare_str = bare.to_string();
+        let is_get = match iq.attr("type") {
+            Some("get") => true,
+            Some("set") => false,
+            _ => return,
+        };
+        let form_nick = stanza::iq_payload(iq)
+            .and_then(|q| q.get_child("x", ns::DATA_FORMS))
+            .and_then(|x| {
+                x.children()
+                    .filter(|f| {
+                        f.is("field", ns::DATA_FORMS) && f.attr("var") == Some("muc#register_roomnick")
+                    })
+                    .find_map(|f| f.get_child("value", ns::DATA_FORMS).map(|v| v.text()))
+            })
+            .filter(|n| !n.trim().is_empty());
+        if !is_get
+            && let (Some(policy), Some(nick)) = (&self.join_policy, &form_nick)
+            && policy.checks_registration()
+        {
+            let room = BareJid::new(&format!("{node}@{}", self.domain));
+            let decision = match room {
+                Ok(room) => policy.check(&bare, &room, nick).await,
+                Err(_) => Err(StanzaError::jid_malformed()),
+            };
+            if let Err(e) = decision {
+                Self::reply(out, iq, Err(e));
+                return;
+            }
+        }
+        let mut rooms = self.lock();
+        let result = match rooms.get_mut(node) {
+            None => Err(StanzaError::item_not_found()),
+            Some(room) if room.affiliation(&bare_str) == Affiliation::Outcast => {
+                Err(StanzaError::forbidden())
+            }
+            Some(room) if is_get => {
+                let mut q = Element::bare("query", ns::REGISTER);
+                match room.stored.nicks.get(&bare_str) {
+                    Some(nick) if room.affiliation(&bare_str) >= Affiliation::Member => {
+                        q.append_child(Element::bare("registered", ns::REGISTER));
+                        let mut u = Element::bare("username", ns::REGISTER);
+                        u.append_text(nick.clone());
+                        q.append_child(u);
+                    }
+                    _ => {
+                        let mut instructions = Element::bare("instructions", ns::REGISTER);
+                        instructions.append_text("Choose the nickname to reserve in this room.");
+                        q.append_child(instructions);
+                        q.append_child(form::register_form());
+                    }
+                }
+                Ok(Some(q))
+            }
+            Some(room) => match form_nick {
+                None => Err(StanzaError::bad_request().with_text("muc#register_roomnick is required")),
+                Some(nick) if room.nick_owner(&nick).is_some_and(|o| o != bare_str) => {
+                    Err(StanzaError::conflict())
+                }
+                Some(nick) => {
+                    if room.affiliation(&bare_str) < Affiliation::Member {
+                        room.set_affiliation(&bare_str, Affiliation::Member);
+                    }
+                    room.stored.nicks.insert(bare_str.clone(), nick);
+                    out.persist = Some(Self::snapshot(room));
+                    Ok(None)
+                }
+            },
+        };
+        drop(rooms);
+        Self::reply(out, iq, result);
     }
 
     // ---------------------------------------------------------------- iq
@@ -780,6 +867,7 @@ impl MucService {
                 config: self.default_room_config(node),
                 affiliations: BTreeMap::new(),
                 subject: None,
+                nicks: BTreeMap::new(),
             };
             stored.affiliations.insert(bare.clone(), Affiliation::Owner);
             rooms.insert(
@@ -803,7 +891,9 @@ impl MucService {
             Some(StanzaError::forbidden().with_text("You are banned from this room"))
         } else if room.stored.config.members_only && aff < Affiliation::Member {
             Some(cond(ErrorType::Auth, "registration-required").with_text("This room is for members only"))
-        } else if room.occupant_by_nick(nick).is_some_and(|o| o.bare() != bare) {
+        } else if room.occupant_by_nick(nick).is_some_and(|o| o.bare() != bare)
+            || room.nick_owner(nick).is_some_and(|owner| owner != bare)
+        {
             Some(StanzaError::conflict().with_text("That nickname is in use"))
         } else if room.is_full(self.config.muc_max_occupants) && aff < Affiliation::Admin {
             Some(cond(ErrorType::Wait, "service-unavailable").with_text("The room is full"))
@@ -1147,6 +1237,7 @@ fn room_info(room: &Room) -> Element {
     let features = [
         NS_MUC,
         ns::PING,
+        ns::REGISTER,
         if c.persistent {
             "muc_persistent"
         } else {

@@ -101,6 +101,9 @@ pub struct Stored {
     pub affiliations: BTreeMap<String, Affiliation>,
     /// (nick, text) of the current subject.
     pub subject: Option<(String, String)>,
+    /// Nicknames reserved by registration (§7.10), bare JID → nick.
+    #[serde(default)]
+    pub nicks: BTreeMap<String, String>,
 }
 
 pub struct Occupant {
@@ -162,6 +165,15 @@ impl Room {
             Affiliation::None => Role::Participant,
             Affiliation::Outcast => Role::None,
         }
+    }
+
+    /// The bare JID that registered `nick`, if any.
+    pub fn nick_owner(&self, nick: &str) -> Option<&str> {
+        self.stored
+            .nicks
+            .iter()
+            .find(|(_, n)| n.as_str() == nick)
+            .map(|(j, _)| j.as_str())
     }
 
     pub fn occupant_by_nick(&self, nick: &str) -> Option<&Occupant> {
@@ -284,6 +296,7 @@ mod tests {
                 },
                 affiliations: BTreeMap::new(),
                 subject: None,
+                nicks: BTreeMap::new(),
             },
             locked: false,
             occupants: Vec::new(),

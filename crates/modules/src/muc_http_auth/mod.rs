@@ -51,8 +51,8 @@ pub struct Config {
     pub muc_http_auth_insecure: bool,
     #[serde(default)]
     pub muc_http_auth_authorization_header: Option<String>,
-    /// Accepted for compatibility; rooms here have no XEP-0045
-    /// registration to authorize.
+    /// Also decide XEP-0045 §7.10 room registrations (the reference code
+    /// checks registration IQs).
     #[serde(default)]
     pub muc_http_auth_authorize_registration: bool,
     #[serde(default = "yes")]
@@ -233,6 +233,10 @@ impl MucHttpAuth {
 
 #[async_trait]
 impl JoinPolicy for MucHttpAuth {
+    fn checks_registration(&self) -> bool {
+        self.config.muc_http_auth_authorize_registration
+    }
+
     async fn check(&self, user: &BareJid, room: &BareJid, nick: &str) -> Result<(), StanzaError> {
         let node = room.node().map(|n| n.as_str()).unwrap_or_default();
         if !self.config.applies(user.domain().as_str(), node) {
