@@ -219,6 +219,15 @@ pub struct ComponentConfig {
     pub options: toml::Table,
 }
 
+impl ComponentConfig {
+    /// Deserialises a module's config struct from the component's table.
+    pub fn module_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        toml::Value::Table(self.options.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("component {}: {}", self.name, e.message()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub global: GlobalConfig,

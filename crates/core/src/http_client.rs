@@ -36,6 +36,11 @@ pub fn build(options: &HttpClientOptions) -> Result<reqwest::Client, reqwest::Er
         .build()
 }
 
+/// True for an absolute http or https URL (what every `*_url` option takes).
+pub fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header; the scheme name
 /// is case-insensitive (RFC 7235 §2.1).
 pub fn bearer_token(value: Option<&str>) -> Option<&str> {

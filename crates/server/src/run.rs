@@ -95,7 +95,7 @@ fn muc_join_policy(c: &ComponentConfig) -> Result<Option<Arc<dyn JoinPolicy>>, S
     if enabled.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(MucHttpAuth::new(&c.options, &c.name)?)))
+    Ok(Some(Arc::new(MucHttpAuth::new(c)?)))
 }
 
 async fn build_components(config: &Config, stores: &Stores) -> Result<BuiltComponents> {

@@ -380,17 +380,21 @@ impl Connection {
         out
     }
 
+    /// The next top-level element during negotiation: the stream's end
+    /// closes, a second header is malformed.
+    async fn next_element(&mut self, deadline: Instant) -> Result<Element, End> {
+        match self.next_event(Some(deadline)).await? {
+            StreamEvent::Stanza(el) => Ok(el),
+            StreamEvent::End => Err(End::Closed),
+            StreamEvent::Header(_) => Err(self
+                .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                .await),
+        }
+    }
+
     async fn await_starttls(&mut self, deadline: Instant) -> Result<(), End> {
         loop {
-            let el = match self.next_event(Some(deadline)).await? {
-                StreamEvent::Stanza(el) => el,
-                StreamEvent::End => return Err(End::Closed),
-                StreamEvent::Header(_) => {
-                    return Err(self
-                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
-                        .await);
-                }
-            };
+            let el = self.next_element(deadline).await?;
             if el.is("starttls", ns::TLS) {
                 self.write(&format!("<proceed xmlns='{}'/>", ns::TLS)).await?;
                 return self.upgrade_tls(deadline).await;
@@ -447,15 +451,7 @@ impl Connection {
     /// SASL (RFC 6120 §6) and, when allowed, in-band registration.
     async fn authenticate(&mut self, deadline: Instant) -> Result<(), End> {
         loop {
-            let el = match self.next_event(Some(deadline)).await? {
-                StreamEvent::Stanza(el) => el,
-                StreamEvent::End => return Err(End::Closed),
-                StreamEvent::Header(_) => {
-                    return Err(self
-                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
-                        .await);
-                }
-            };
+            let el = self.next_element(deadline).await?;
             if el.is("auth", ns::SASL) {
                 if self.sasl(&el, deadline).await? {
                     self.restart_stream();
@@ -515,15 +511,7 @@ impl Connection {
     /// Resource binding (RFC 6120 §7) and then the session is live.
     async fn bind(&mut self, deadline: Instant) -> Result<(), End> {
         loop {
-            let el = match self.next_event(Some(deadline)).await? {
-                StreamEvent::Stanza(el) => el,
-                StreamEvent::End => return Err(End::Closed),
-                StreamEvent::Header(_) => {
-                    return Err(self
-                        .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
-                        .await);
-                }
-            };
+            let el = self.next_element(deadline).await?;
             let Some(bind) = el.get_child("bind", ns::BIND).filter(|_| el.is("iq", ns::CLIENT)) else {
                 if el.is("iq", ns::CLIENT) && el.attr("type").is_some_and(|t| t == "get" || t == "set") {
                     // Before binding the client has no address to answer to.

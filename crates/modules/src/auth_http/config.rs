@@ -65,11 +65,10 @@ impl Config {
             )),
             Some(url) => {
                 let url = url.replace("$host", host);
-                match reqwest::Url::parse(&url) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                    _ => problems.push(format!(
+                if !jackdaw_core::http_client::is_http_url(&url) {
+                    problems.push(format!(
                         "host {host}: http_auth_url {url:?} is not an http(s) URL"
-                    )),
+                    ));
                 }
             }
         }

@@ -68,7 +68,7 @@ impl Config {
                 "component {name}: component_http needs component_post_url"
             )),
             Some(url) => {
-                if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                if !jackdaw_core::http_client::is_http_url(url) {
                     problems.push(format!(
                         "component {name}: component_post_url {url:?} is not an http(s) URL"
                     ));

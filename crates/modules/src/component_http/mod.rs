@@ -58,9 +58,7 @@ pub struct ComponentHttp {
 
 impl ComponentHttp {
     pub fn new(component: &ComponentConfig) -> Result<Arc<Self>, String> {
-        let config: Config = toml::Value::Table(component.options.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("component {}: {}", component.name, e.message()))?;
+        let config: Config = component.module_config()?;
         let problems = config.validate(&component.name);
         if !problems.is_empty() {
             return Err(problems.join("; "));

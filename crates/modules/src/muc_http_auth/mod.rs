@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jackdaw_core::http_client::{self, HttpClientOptions};
+use jackdaw_core::config::ComponentConfig;
+use jackdaw_core::http_client::{self, HttpClientOptions, is_http_url};
 use jackdaw_core::jid::BareJid;
 use jackdaw_core::stanza::{ErrorType, StanzaError};
 use serde::Deserialize;
@@ -74,7 +75,7 @@ impl Config {
     pub fn validate(&self, name: &str) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.muc_http_auth_url {
-            Some(url) if reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {}
+            Some(url) if is_http_url(url) => {}
             Some(url) => problems.push(format!(
                 "component {name}: muc_http_auth_url {url:?} is not an http(s) URL"
             )),
@@ -133,10 +134,9 @@ pub struct MucHttpAuth {
 }
 
 impl MucHttpAuth {
-    pub fn new(options: &toml::Table, name: &str) -> Result<Self, String> {
-        let config: Config = toml::Value::Table(options.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("component {name}: {}", e.message()))?;
+    pub fn new(component: &ComponentConfig) -> Result<Self, String> {
+        let name = component.name.as_str();
+        let config: Config = component.module_config()?;
         let problems = config.validate(name);
         if !problems.is_empty() {
             return Err(problems.join("; "));

@@ -47,7 +47,7 @@ impl Config {
             None => problems.push(format!("host {host}: http_roster_admin needs http_roster_url")),
             Some(url) => {
                 let url = url.replace("%s", "user");
-                if !reqwest::Url::parse(&url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                if !jackdaw_core::http_client::is_http_url(&url) {
                     problems.push(format!(
                         "host {host}: http_roster_url {url:?} is not an http(s) URL"
                     ));
