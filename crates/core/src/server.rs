@@ -263,7 +263,11 @@ impl Server {
             Err(e) => {
                 // The backend logs its outage once; this is per message.
                 tracing::debug!(error = %e, "cannot check account for offline message");
-                self.bounce(&stanza, StanzaError::internal_server_error());
+                // The backend is down for now: the sender may try again.
+                self.bounce(
+                    &stanza,
+                    StanzaError::new(crate::stanza::ErrorType::Wait, "internal-server-error"),
+                );
             }
         }
     }

@@ -334,6 +334,18 @@ impl MucService {
                     .find_map(|f| f.get_child("value", ns::DATA_FORMS).map(|v| v.text()))
             })
             .filter(|n| !n.trim().is_empty());
+        // The room's own refusals come before asking the web app.
+        let precheck = match self.lock().get(node) {
+            None => Some(StanzaError::item_not_found()),
+            Some(room) if room.affiliation(&bare_str) == Affiliation::Outcast => {
+                Some(StanzaError::forbidden())
+            }
+            Some(_) => None,
+        };
+        if let Some(err) = precheck {
+            Self::reply(out, iq, Err(err));
+            return;
+        }
         if !is_get
             && let (Some(policy), Some(nick)) = (&self.join_policy, &form_nick)
             && policy.checks_registration()
@@ -716,6 +728,10 @@ impl MucService {
                 return Err(StanzaError::conflict().with_text("a room needs an owner"));
             }
             room.set_affiliation(&target, aff);
+            // A reserved nickname goes with the membership (§7.10).
+            if aff < Affiliation::Member {
+                room.stored.nicks.remove(&target);
+            }
             out.persist = Some(Self::snapshot(room));
             if let Some(idx) = room.occupants.iter().position(|o| o.bare() == target) {
                 let code = match aff {
@@ -820,7 +836,9 @@ impl MucService {
             if room.occupants[idx].nick == nick {
                 room.occupants[idx].presence = p.clone();
                 self.broadcast_presence(room, idx, &[], out);
-            } else if room.occupant_by_nick(nick).is_some_and(|o| o.bare() != bare) {
+            } else if room.occupant_by_nick(nick).is_some_and(|o| o.bare() != bare)
+                || room.nick_owner(nick).is_some_and(|owner| owner != bare)
+            {
                 out.stanzas.extend(presence_error(p, StanzaError::conflict()));
             } else {
                 // §7.6: unavailable with 303 and the new nick, then available.
