@@ -32,6 +32,7 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "log",
     "limit_auth_period",
     "limit_auth_max",
+    "consider_websocket_secure",
     "hosts",
     "components",
 ];
@@ -159,6 +160,11 @@ pub struct GlobalConfig {
     pub limit_auth_period: u64,
     #[serde(default = "default_limit_auth_max")]
     pub limit_auth_max: u32,
+    /// WebSocket clients reach the HTTP port in clear text; set this when a
+    /// TLS-terminating proxy sits in front (Prosody's option). Without it,
+    /// and with c2s_require_encryption, WebSocket logins are refused.
+    #[serde(default)]
+    pub consider_websocket_secure: bool,
 }
 
 impl GlobalConfig {

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,6 +43,7 @@ pub fn router(
         .route("/", get(|| async { "Jackdaw XMPP server\n" }))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/xmpp-websocket", get(websocket))
         .fallback(dispatch_to_host)
         .with_state(state)
 }
@@ -53,6 +57,31 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.server.metrics.render(),
     )
+}
+
+/// RFC 7395 upgrade, on Prosody's path, with the `xmpp` subprotocol.
+async fn websocket(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let g = &state.server.config.global;
+    if g.c2s_require_encryption && !g.consider_websocket_secure {
+        tracing::warn!(
+            remote = %peer,
+            "WebSocket refused: the HTTP port is not encrypted; put a TLS proxy in front and set consider_websocket_secure = true"
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            "XMPP over WebSocket needs TLS (see consider_websocket_secure)\n",
+        )
+            .into_response();
+    }
+    let server = state.server.clone();
+    upgrade
+        .protocols(["xmpp"])
+        .max_message_size(g.c2s_stanza_size_limit + 1024)
+        .on_upgrade(move |socket| jackdaw_core::c2s::websocket::serve(server, socket, peer))
 }
 
 async fn health(State(state): State<AppState>) -> String {

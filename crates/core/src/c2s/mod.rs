@@ -8,6 +8,7 @@
 
 mod sasl_exchange;
 mod transport;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,17 +76,36 @@ pub async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: Socket
         } else {
             Transport::Plain(tcp)
         };
-        let mut conn = Connection::new(server.clone(), transport, peer);
-        let end = conn.run(deadline).await;
-        match &end {
-            End::Closed => debug!("stream closed"),
-            End::Error(e) => info!(error = %e, "stream closed with error"),
-            End::Io(e) => debug!(error = %e, "connection lost"),
-        }
-        conn.finish().await;
+        serve(server, transport, peer, deadline).await;
     }
     .instrument(span)
     .await
+}
+
+/// A client stream carried by another protocol (RFC 7395 WebSocket): the
+/// same negotiation, limits and session as TCP, over a byte pipe whose other
+/// end does the framing.
+pub async fn handle_framed(server: Arc<Server>, pipe: tokio::io::DuplexStream, peer: SocketAddr) {
+    let span =
+        info_span!("conn", id = %short_id(), kind = "websocket", remote = %peer, jid = tracing::field::Empty);
+    async move {
+        debug!("connection accepted");
+        let deadline = Instant::now() + Duration::from_secs(server.config.global.c2s_timeout);
+        serve(server, Transport::Framed(pipe), peer, deadline).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(server: Arc<Server>, transport: Transport, peer: SocketAddr, deadline: Instant) {
+    let mut conn = Connection::new(server, transport, peer);
+    let end = conn.run(deadline).await;
+    match &end {
+        End::Closed => debug!("stream closed"),
+        End::Error(e) => info!(error = %e, "stream closed with error"),
+        End::Io(e) => debug!(error = %e, "connection lost"),
+    }
+    conn.finish().await;
 }
 
 fn short_id() -> String {
@@ -120,7 +140,7 @@ impl Connection {
         };
         let bindings = match &io {
             Transport::Tls(tls) => Some(server.tls.channel_bindings(tls.get_ref().1)),
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Framed(_) => None,
         };
         Self {
             server,

@@ -11,11 +11,15 @@ use tokio_rustls::server::TlsStream;
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A stream carried by another protocol that is already secure
+    /// (RFC 7395 WebSocket over TLS, or declared so by the operator).
+    Framed(tokio::io::DuplexStream),
 }
 
 impl Transport {
+    /// True when the stream is encrypted (no STARTTLS to offer).
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::Framed(_))
     }
 }
 
@@ -24,6 +28,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Framed(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -33,6 +38,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Framed(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -40,6 +46,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Framed(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -47,6 +54,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Framed(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct StreamHeader {
     pub from: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
+    pub id: Option<String>,
     /// The default namespace the header declares (`jabber:client` for
     /// clients); rxml resolves namespaces, so this is read separately.
     pub default_ns: Option<String>,
@@ -215,6 +216,7 @@ fn header_from(ns: &str, name: &str, attrs: &rxml::AttrMap) -> StreamHeader {
             ("", "to") => header.to = Some(value.clone()),
             ("", "from") => header.from = Some(value.clone()),
             ("", "version") => header.version = Some(value.clone()),
+            ("", "id") => header.id = Some(value.clone()),
             (ns::XML, "lang") => header.lang = Some(value.clone()),
             _ => {}
         }
