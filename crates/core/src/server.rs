@@ -237,8 +237,13 @@ impl Server {
                 let top = resources.iter().map(|s| s.priority()).max().unwrap_or(0);
                 resources.iter().filter(|s| s.priority() == top).collect()
             };
-            for s in targets {
-                s.send(stanza.clone());
+            // The last target takes the stanza itself: no copy in the common
+            // one-resource case.
+            if let Some((last, rest)) = targets.split_last() {
+                for s in rest {
+                    s.send(stanza.clone());
+                }
+                last.send(stanza);
             }
             return;
         }
