@@ -63,9 +63,24 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 async fn websocket(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let g = &state.server.config.global;
+    // RFC 7395 §3.1: a client asking for subprotocols must ask for "xmpp".
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()))
+        .collect();
+    if !offered.is_empty() && !offered.iter().any(|p| p == "xmpp") {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "only the xmpp subprotocol is served here\n",
+        )
+            .into_response();
+    }
     if g.c2s_require_encryption && !g.consider_websocket_secure {
         tracing::warn!(
             remote = %peer,
@@ -81,7 +96,11 @@ async fn websocket(
     upgrade
         .protocols(["xmpp"])
         .max_message_size(g.c2s_stanza_size_limit + 1024)
-        .on_upgrade(move |socket| jackdaw_core::c2s::websocket::serve(server, socket, peer))
+        .on_upgrade(move |socket| {
+            // Tracked, so shutdown waits for the last frames to go out.
+            let tasks = server.tasks.clone();
+            tasks.track_future(jackdaw_core::c2s::websocket::serve(server, socket, peer))
+        })
 }
 
 async fn health(State(state): State<AppState>) -> String {

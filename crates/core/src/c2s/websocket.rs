@@ -45,6 +45,19 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
                         break;
                     }
                 };
+                // RFC 7395 §3.3.3: every message is one complete element.
+                if !is_one_element(&text) {
+                    let error = format!(
+                        "<stream:error xmlns:stream='{}'><not-well-formed xmlns='{}'/></stream:error>",
+                        ns::STREAM,
+                        ns::STREAMS_ERR
+                    );
+                    let _ = socket.send(Message::Text(error.into())).await;
+                    let _ = socket.send(Message::Text(format!("<close xmlns='{NS_FRAMING}'/>").into())).await;
+                    let _ = to_server.write_all(b"</stream:stream>").await;
+                    debug!(remote = %peer, "websocket frame is not one complete element");
+                    break;
+                }
                 if to_server.write_all(&inbound_bytes(&text)).await.is_err() {
                     break;
                 }
@@ -70,6 +83,21 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
     drop(to_server);
     let _ = connection.await;
     debug!(remote = %peer, "websocket closed");
+}
+
+/// True when `text` is exactly one well-formed element (whitespace around
+/// it allowed). Parsed inside a wrapper that declares the usual namespaces,
+/// so stanzas relying on the stream's defaults still pass.
+fn is_one_element(text: &str) -> bool {
+    let wrapped = format!(
+        "<w xmlns='{}' xmlns:stream='{}'>{text}</w>",
+        ns::CLIENT,
+        ns::STREAM
+    );
+    match wrapped.parse::<Element>() {
+        Ok(w) => w.children().count() == 1 && w.texts().all(|t| t.trim().is_empty()),
+        Err(_) => false,
+    }
 }
 
 /// One client frame as the bytes of a classic stream.
@@ -225,6 +253,15 @@ mod tests {
             b"</stream:stream>"
         );
         assert_eq!(inbound_bytes("<message/>"), b"<message/>");
+    }
+
+    #[test]
+    fn frames_must_be_one_complete_element() {
+        assert!(is_one_element("<message to='a@b'><body>hi</body></message>"));
+        assert!(is_one_element(" <presence/>\n"));
+        assert!(!is_one_element("<message><body>hi"));
+        assert!(!is_one_element("<a/><b/>"));
+        assert!(!is_one_element("text"));
     }
 
     #[test]
