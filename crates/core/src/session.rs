@@ -67,8 +67,11 @@ impl Session {
         match self.outbox.try_send(Outbound::Stanza(stanza)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbox full, disconnecting slow client");
-                self.kill.cancel();
+                // Once per session, not once per stanza that finds it full.
+                if !self.kill.is_cancelled() {
+                    tracing::warn!(jid = %self.jid, "outbox full, disconnecting slow client");
+                    self.kill.cancel();
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

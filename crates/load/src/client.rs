@@ -517,7 +517,8 @@ impl Conn {
         }
     }
 
-    fn new_id(&mut self, prefix: &str) -> String {
+    /// A new id for a stanza of ours.
+    pub fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}{}", self.next_id)
     }
@@ -536,7 +537,7 @@ impl Conn {
                 "features without bind".into(),
             ));
         }
-        let id = self.new_id("bind");
+        let id = self.id("bind");
         self.send(
             Step::Bind,
             &format!(
@@ -559,7 +560,7 @@ impl Conn {
             .await?;
         self.jid = jid;
         if features.session_required {
-            let id = self.new_id("sess");
+            let id = self.id("sess");
             self.send(
                 Step::Bind,
                 &format!("<iq type='set' id='{id}'><session xmlns='{NS_SESSION}'/></iq>"),
@@ -604,7 +605,7 @@ impl Conn {
     pub async fn register(target: &Target, user: &User) -> Result<bool, ClientError> {
         let mut conn = Conn::connect(target).await?;
         conn.secure(target).await?;
-        let id = conn.new_id("reg");
+        let id = conn.id("reg");
         conn.send(
             Step::Register,
             &format!(
@@ -650,11 +651,6 @@ impl Conn {
         })
         .await;
         let _ = timeout(Duration::from_secs(1), self.io.shutdown()).await;
-    }
-
-    /// A new id for a stanza of ours.
-    pub fn id(&mut self, prefix: &str) -> String {
-        self.new_id(prefix)
     }
 }
 

@@ -2,16 +2,63 @@
 //! options `limit_auth_period` and `limit_auth_max`): past the limit, logins
 //! from that address get `temporary-auth-failure` until the period ends, so
 //! passwords cannot be guessed at line speed.
+//!
+//! Attempts in progress count against the limit too, so a burst of
+//! concurrent guesses cannot all slip in before the first failure is
+//! recorded.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    in_flight: u32,
+    since: Instant,
+}
+
 pub struct AuthRateLimiter {
     period: Duration,
     max_failures: u32,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+/// One login attempt under way; dropping it without an outcome (the
+/// connection went away) counts as neither success nor failure.
+pub struct Attempt<'a> {
+    limiter: &'a AuthRateLimiter,
+    ip: IpAddr,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    pub fn succeeded(mut self) {
+        self.done = true;
+        let mut map = self.limiter.lock();
+        map.remove(&self.ip);
+    }
+
+    pub fn failed(mut self) {
+        self.done = true;
+        let mut map = self.limiter.lock();
+        if let Some(e) = map.get_mut(&self.ip) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            e.failures += 1;
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut map = self.limiter.lock();
+            if let Some(e) = map.get_mut(&self.ip) {
+                e.in_flight = e.in_flight.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl AuthRateLimiter {
@@ -19,33 +66,42 @@ impl AuthRateLimiter {
         Self {
             period,
             max_failures,
-            failures: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True while the address has used up its failures for the period.
-    pub fn is_blocked(&self, ip: IpAddr) -> bool {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(map.get(&ip), Some((n, since)) if *n >= self.max_failures && since.elapsed() < self.period)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record_failure(&self, ip: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+    /// Starts an attempt, or None while the address has used up its
+    /// failures (and attempts under way) for the period.
+    pub fn begin(&self, ip: IpAddr) -> Option<Attempt<'_>> {
+        let mut map = self.lock();
         // Bound memory under a spray of addresses: forget expired entries.
         if map.len() > 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < self.period);
+            let period = self.period;
+            map.retain(|_, e| e.in_flight > 0 || e.since.elapsed() < period);
         }
-        let entry = map.entry(ip).or_insert((0, now));
-        if entry.1.elapsed() >= self.period {
-            *entry = (0, now);
+        let now = Instant::now();
+        let entry = map.entry(ip).or_insert(Entry {
+            failures: 0,
+            in_flight: 0,
+            since: now,
+        });
+        if entry.since.elapsed() >= self.period {
+            entry.failures = 0;
+            entry.since = now;
         }
-        entry.0 += 1;
-    }
-
-    pub fn record_success(&self, ip: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&ip);
+        if entry.failures + entry.in_flight >= self.max_failures {
+            return None;
+        }
+        entry.in_flight += 1;
+        Some(Attempt {
+            limiter: self,
+            ip,
+            done: false,
+        })
     }
 }
 
@@ -59,21 +115,38 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(!l.is_blocked(ip));
-            l.record_failure(ip);
+            l.begin(ip).expect("allowed").failed();
         }
-        assert!(l.is_blocked(ip));
-        assert!(!l.is_blocked(other));
-        l.record_success(ip);
-        assert!(!l.is_blocked(ip));
+        assert!(l.begin(ip).is_none());
+        assert!(l.begin(other).is_some());
+    }
+
+    #[test]
+    fn concurrent_attempts_count_against_the_limit() {
+        let l = AuthRateLimiter::new(Duration::from_secs(60), 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = l.begin(ip).expect("first");
+        let b = l.begin(ip).expect("second");
+        assert!(l.begin(ip).is_none(), "a third guess while two are in flight");
+        a.succeeded();
+        drop(b);
+        assert!(l.begin(ip).is_some());
+    }
+
+    #[test]
+    fn abandoned_attempts_free_their_slot() {
+        let l = AuthRateLimiter::new(Duration::from_secs(60), 1);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        drop(l.begin(ip));
+        assert!(l.begin(ip).is_some());
     }
 
     #[test]
     fn period_expiry_unblocks() {
         let l = AuthRateLimiter::new(Duration::from_millis(1), 1);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        l.record_failure(ip);
+        l.begin(ip).expect("allowed").failed();
         std::thread::sleep(Duration::from_millis(5));
-        assert!(!l.is_blocked(ip));
+        assert!(l.begin(ip).is_some());
     }
 }

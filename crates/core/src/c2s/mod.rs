@@ -36,6 +36,8 @@ const OUTBOX_DEPTH: usize = 1024;
 /// Longest a single write may block on a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
+/// Bytes of queued stanzas written at once.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// How a connection ended, for the log.
 #[derive(Debug)]
@@ -663,8 +665,26 @@ impl Connection {
                 }
                 out = outbox.recv() => match out {
                     Some(Outbound::Stanza(el)) => {
-                        if let Err(e) = self.write_element(&el).await {
+                        // Everything already queued goes out in one write (one
+                        // TLS record, one syscall) rather than one per stanza.
+                        let mut batch = stream::serialize(&el);
+                        let mut close = None;
+                        while batch.len() < WRITE_BATCH {
+                            match outbox.try_recv() {
+                                Ok(Outbound::Stanza(more)) => batch.push_str(&stream::serialize(&more)),
+                                Ok(Outbound::Close(err)) => {
+                                    close = Some(err);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        if let Err(e) = self.write(&batch).await {
                             break e;
+                        }
+                        if let Some(err) = close {
+                            self.flush_outbox(&mut outbox).await;
+                            break self.stream_error(err).await;
                         }
                     }
                     Some(Outbound::Close(err)) => {

@@ -26,7 +26,8 @@ impl Connection {
             }
             _ => return self.sasl_failure(SaslError::InvalidMechanism, None).await,
         };
-        if self.server.auth_limiter.is_blocked(ip) {
+        let server = self.server.clone();
+        let Some(attempt) = server.auth_limiter.begin(ip) else {
             warn!(
                 mechanism = mechanism.name(),
                 "login refused: too many failed attempts from this address"
@@ -37,7 +38,7 @@ impl Connection {
                     Some("Too many failed attempts; try again later"),
                 )
                 .await;
-        }
+        };
         let initial = match sasl::decode_base64(&auth.text()) {
             Ok(d) => d,
             Err(e) => return self.sasl_failure(e, None).await,
@@ -49,7 +50,7 @@ impl Connection {
         };
         match outcome {
             Ok((user, additional)) => {
-                self.server.auth_limiter.record_success(ip);
+                attempt.succeeded();
                 info!(user = %user, mechanism = mechanism.name(), "authenticated");
                 let data = additional.map(|d| sasl::encode_base64(&d)).unwrap_or_default();
                 self.write(&format!("<success xmlns='{}'>{data}</success>", ns::SASL))
@@ -59,7 +60,7 @@ impl Connection {
             }
             Err(e) => {
                 if matches!(e, SaslError::NotAuthorized) {
-                    self.server.auth_limiter.record_failure(ip);
+                    attempt.failed();
                     info!(mechanism = mechanism.name(), "authentication failed");
                 }
                 self.sasl_failure(e, None).await
