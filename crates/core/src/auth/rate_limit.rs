@@ -3,9 +3,10 @@
 //! from that address get `temporary-auth-failure` until the period ends, so
 //! passwords cannot be guessed at line speed.
 //!
-//! Attempts in progress count against the limit too, so a burst of
-//! concurrent guesses cannot all slip in before the first failure is
-//! recorded.
+//! Once an address has failed, its attempts in progress count against the
+//! limit too, so a burst of concurrent guesses cannot slip in before their
+//! failures are recorded; an address with a clean record may log in many
+//! sessions at once (a NAT, an office proxy).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -93,7 +94,8 @@ impl AuthRateLimiter {
             entry.failures = 0;
             entry.since = now;
         }
-        if entry.failures + entry.in_flight >= self.max_failures {
+        let pending = if entry.failures > 0 { entry.in_flight } else { 0 };
+        if entry.failures + pending >= self.max_failures {
             return None;
         }
         entry.in_flight += 1;
@@ -122,15 +124,29 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_attempts_count_against_the_limit() {
-        let l = AuthRateLimiter::new(Duration::from_secs(60), 2);
+    fn after_a_failure_concurrent_attempts_count_against_the_limit() {
+        let l = AuthRateLimiter::new(Duration::from_secs(60), 3);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let a = l.begin(ip).expect("first");
-        let b = l.begin(ip).expect("second");
-        assert!(l.begin(ip).is_none(), "a third guess while two are in flight");
+        l.begin(ip).expect("first").failed();
+        let a = l.begin(ip).expect("second");
+        let b = l.begin(ip).expect("third");
+        assert!(
+            l.begin(ip).is_none(),
+            "a fourth guess while two are in flight after a failure"
+        );
         a.succeeded();
         drop(b);
         assert!(l.begin(ip).is_some());
+    }
+
+    #[test]
+    fn a_clean_address_may_log_in_many_sessions_at_once() {
+        let l = AuthRateLimiter::new(Duration::from_secs(60), 2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let attempts: Vec<_> = (0..10).map(|_| l.begin(ip).expect("allowed")).collect();
+        for a in attempts {
+            a.succeeded();
+        }
     }
 
     #[test]
