@@ -31,16 +31,13 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
-import socketserver
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from .http_server import TrackingHandler, TrackingServer
 
 log = logging.getLogger("e2e.bot_webapp")
 
@@ -178,57 +175,17 @@ def reply_with(status: int = 200, **kwargs: Any) -> Handler:
 # --- the HTTP server -----------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(TrackingServer):
+    label = "bot web app"
 
     def __init__(self, address: tuple[str, int], app: BotWebApp) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        log.debug("bot web app: connection from %s ended with %s", client_address, sys.exc_info()[1])
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        super().__init__(address, app, _Handler)
+        self.app: BotWebApp = app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = -1
-    disable_nagle_algorithm = True
+class _Handler(TrackingHandler):
     server_version = "JackdawTestBot/1"
     server: _Server
-
-    def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        super().setup()
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.request)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
 
     def do_POST(self) -> None:  # noqa: N802
         self.server.app.handle(self)

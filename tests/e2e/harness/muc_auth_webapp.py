@@ -37,15 +37,13 @@ import json
 import logging
 import select
 import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+from .http_server import TrackingHandler, TrackingServer
 
 log = logging.getLogger("e2e.muc_auth_webapp")
 
@@ -141,57 +139,17 @@ def refuse_when(predicate: Callable[[JoinRequest], bool], error: str) -> Decide:
     return lambda request: Decision(False, error) if predicate(request) else Decision(True)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a hanging handler must not hold up stop()
-    allow_reuse_address = True  # start() again on the same port right after stop()
+class _Server(TrackingServer):
+    label = "muc auth web app"
 
     def __init__(self, address: tuple[str, int], app: MucAuthWebApp) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup of the address
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        log.debug("muc auth web app: connection from %s ended with %s", client_address, sys.exc_info()[1])
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        super().__init__(address, app, _Handler)
+        self.app: MucAuthWebApp = app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Jackdaw's pooled client expects
-    wbufsize = -1  # head and body in one segment
-    disable_nagle_algorithm = True
+class _Handler(TrackingHandler):
     server_version = "JackdawTestMucAuth/1"
     server: _Server
-
-    def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        super().setup()
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.request)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        pass  # logged once, with the outcome, by MucAuthWebApp.handle
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.server.app.handle(self)

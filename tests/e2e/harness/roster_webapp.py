@@ -38,7 +38,6 @@ import json
 import logging
 import select
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -46,11 +45,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from . import DOMAIN
+from .http_server import TrackingHandler, TrackingServer
 
 log = logging.getLogger("e2e.roster_webapp")
 
@@ -106,60 +105,18 @@ class Fetch:
         return self.describe()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a hung handler must not hold up stop()
-    allow_reuse_address = True  # start() again on the same port right after stop()
+class _Server(TrackingServer):
+    label = "roster web app"
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: RosterWebApp) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look up the FQDN of the address (DNS).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Jackdaw hanging up mid-request (its timeout) is routine here.
-        log.debug("roster web app: connection from %s ended with %s", client_address, sys.exc_info()[1])
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        super().__init__(address, app, _Handler)
+        self.app: RosterWebApp = app
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Jackdaw's pooled client expects
-    wbufsize = -1  # head and body in one segment
-    disable_nagle_algorithm = True
+class _Handler(TrackingHandler):
     server_version = "JackdawTestRosterApp/1"
     server: _Server
-
-    def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
-        super().setup()
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.request)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        pass  # logged once, with the answer, by RosterWebApp.handle
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.server.app.handle(self)

@@ -46,7 +46,6 @@ import binascii
 import logging
 import select
 import socket
-import socketserver
 import ssl
 import sys
 import threading
@@ -55,11 +54,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from . import DOMAIN
+from .http_server import TrackingHandler, TrackingServer
 
 log = logging.getLogger("e2e.webapp")
 
@@ -147,16 +146,12 @@ class Request:
         return self.describe()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a hung handler must not hold up stop()
-    allow_reuse_address = True  # start() again on the same port right after stop()
+class _Server(TrackingServer):
+    label = "web app"
 
     def __init__(self, address: tuple[str, int], app: WebApp) -> None:
-        self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, app, _Handler)
+        self.app: WebApp = app
 
     def get_request(self) -> tuple[socket.socket, Any]:
         connection, address = self.socket.accept()
@@ -165,53 +160,16 @@ class _Server(ThreadingHTTPServer):
             connection = self.app.tls_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         return connection, address
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would look up the FQDN of the address (DNS).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A client (Jackdaw) hanging up mid-request is routine here, not a traceback.
-        log.debug("web app: connection from %s ended with %s", client_address, sys.exc_info()[1])
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Jackdaw's pooled client expects
-    # Head and body in one segment, sent at once: no Nagle / delayed-ACK stalls.
-    wbufsize = -1
-    disable_nagle_algorithm = True
+class _Handler(TrackingHandler):
     server_version = "JackdawTestWebApp/1"
     server: _Server
 
-    def setup(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.add(self.request)
+    def before_setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
             self.request.settimeout(10)
             self.request.do_handshake()  # a client refusing our certificate ends here
             self.request.settimeout(None)
-        super().setup()
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.request)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        pass  # requests are logged once, with their outcome, by WebApp.handle
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.server.app.handle(self)
