@@ -193,9 +193,9 @@ def test_repository_skeleton():
         assert (REPO_ROOT / "crates" / "modules" / "src" / module).is_dir(), module
 
 
-# --- 2. the embedded default (binds 127.0.0.1:5222/5223/5280; the only such test) -------
+# --- 2. the embedded default (binds 127.0.0.1:5222/5223/5280/5281; the only such test) -------
 
-DEFAULT_PORTS = (5222, 5223, 5280)
+DEFAULT_PORTS = (5222, 5223, 5280, 5281)
 
 
 def ports_free(ports: tuple[int, ...]) -> bool:
@@ -266,7 +266,7 @@ async def test_embedded_default_without_config_file(request, binary, tmp_path):
     a user who logs in, trusting that certificate. SIGTERM flushes the WAL
     into the database; the next start reuses the same certificate."""
     if not ports_free(DEFAULT_PORTS):
-        pytest.skip("127.0.0.1:5222/5223/5280 are in use on this machine")
+        pytest.skip("127.0.0.1:5222/5223/5280/5281 are in use on this machine")
     server = EmbeddedDefaultServer(tmp_path, binary)
     request.node.jackdaw_servers = [server]  # the report shows its log on failure
     try:
@@ -275,6 +275,7 @@ async def test_embedded_default_without_config_file(request, binary, tmp_path):
         assert server.listeners["c2s"] == ["127.0.0.1:5222"], server.listeners
         assert server.listeners["c2s_direct_tls"] == ["127.0.0.1:5223"], server.listeners
         assert server.listeners["http"] == ["127.0.0.1:5280"], server.listeners
+        assert server.listeners["https"] == ["127.0.0.1:5281"], server.listeners
 
         started = [line for line in server.log_text().splitlines() if " started" in line]
         assert started, server.log_text()

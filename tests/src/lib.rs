@@ -111,6 +111,7 @@ impl TestServer {
              c2s_ports = [0]\n\
              c2s_direct_tls_ports = [0]\n\
              http_ports = [0]\n\
+             https_ports = [0]\n\
              data_path = {data:?}\n\
              log = \"info\"\n\n\
              {extra_toml}\n"

@@ -33,6 +33,16 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "limit_auth_period",
     "limit_auth_max",
     "consider_websocket_secure",
+    "consider_bosh_secure",
+    "cross_domain_websocket",
+    "cross_domain_bosh",
+    "http_cors_override",
+    "http_external_url",
+    "trusted_proxies",
+    "bosh_max_inactivity",
+    "bosh_max_polling",
+    "bosh_max_requests",
+    "bosh_max_wait",
     "hosts",
     "components",
 ];
@@ -70,6 +80,24 @@ fn default_c2s_direct_tls_ports() -> Vec<u16> {
 }
 fn default_http_ports() -> Vec<u16> {
     vec![5280]
+}
+fn default_https_ports() -> Vec<u16> {
+    vec![5281]
+}
+fn default_trusted_proxies() -> Vec<String> {
+    vec!["127.0.0.1".into(), "::1".into()]
+}
+fn default_bosh_max_inactivity() -> u64 {
+    60
+}
+fn default_bosh_max_polling() -> u64 {
+    5
+}
+fn default_bosh_max_requests() -> u64 {
+    2
+}
+fn default_bosh_max_wait() -> u64 {
+    120
 }
 fn default_component_ports() -> Vec<u16> {
     vec![5347]
@@ -120,7 +148,8 @@ pub struct GlobalConfig {
     pub c2s_direct_tls_ports: Vec<u16>,
     #[serde(default = "default_http_ports")]
     pub http_ports: Vec<u16>,
-    #[serde(default)]
+    /// The same routes over TLS (wss:// and https:// BOSH).
+    #[serde(default = "default_https_ports")]
     pub https_ports: Vec<u16>,
     /// XEP-0114 listener, opened only when an external component exists.
     #[serde(default = "default_component_ports")]
@@ -165,6 +194,64 @@ pub struct GlobalConfig {
     /// and with c2s_require_encryption, WebSocket logins are refused.
     #[serde(default)]
     pub consider_websocket_secure: bool,
+    /// The same for BOSH on the plain HTTP port.
+    #[serde(default)]
+    pub consider_bosh_secure: bool,
+    /// Web pages of other origins allowed to open WebSocket streams: `true`
+    /// for any, or a list of origins (`"https://app.example.com"`). Unset:
+    /// only pages served from the server's own origin.
+    #[serde(default)]
+    pub cross_domain_websocket: Option<CrossDomain>,
+    /// The same for BOSH requests (answered with CORS headers).
+    #[serde(default)]
+    pub cross_domain_bosh: Option<CrossDomain>,
+    /// Per-endpoint CORS settings (`bosh`, `websocket`), Prosody 0.12's
+    /// http_cors_override; they win over the cross_domain_* options.
+    #[serde(default)]
+    pub http_cors_override: std::collections::BTreeMap<String, CorsOverride>,
+    /// The public base URL (`https://chat.example.com/`) when a proxy sits
+    /// in front; host-meta advertises URLs under it. Unset: the URL the
+    /// request came in on.
+    #[serde(default)]
+    pub http_external_url: Option<String>,
+    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For and
+    /// X-Forwarded-Proto headers are believed.
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a BOSH session may go without any request before it ends.
+    #[serde(default = "default_bosh_max_inactivity")]
+    pub bosh_max_inactivity: u64,
+    /// Shortest interval (seconds) advertised to polling BOSH clients.
+    #[serde(default = "default_bosh_max_polling")]
+    pub bosh_max_polling: u64,
+    /// Requests a BOSH client may have open at once (so `hold` is at most
+    /// one less).
+    #[serde(default = "default_bosh_max_requests")]
+    pub bosh_max_requests: u64,
+    /// Longest time (seconds) a BOSH request is held waiting for data.
+    #[serde(default = "default_bosh_max_wait")]
+    pub bosh_max_wait: u64,
+}
+
+/// `cross_domain_*`: any origin, or the listed ones.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CrossDomain {
+    Any(bool),
+    Origins(Vec<String>),
+}
+
+/// One `[http_cors_override.NAME]` table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsOverride {
+    /// `false` turns cross-origin access off for the endpoint.
+    pub enabled: Option<bool>,
+    /// Allowed origins; unset with `enabled = true` means any.
+    pub origins: Option<Vec<String>>,
+    /// Send Access-Control-Allow-Credentials (cookies, HTTP auth).
+    #[serde(default)]
+    pub credentials: bool,
 }
 
 impl GlobalConfig {
@@ -368,6 +455,31 @@ impl Config {
         }
         if g.c2s_ping_timeout == 0 || g.c2s_ping_interval == 0 {
             problems.push("c2s_ping_interval and c2s_ping_timeout must be at least 1 second".into());
+        }
+        for p in &g.trusted_proxies {
+            if p.parse::<std::net::IpAddr>().is_err() && p.parse::<ipnet::IpNet>().is_err() {
+                problems.push(format!(
+                    "trusted_proxies: {p:?} is not an IP address or CIDR range"
+                ));
+            }
+        }
+        if let Some(url) = &g.http_external_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            problems.push(format!(
+                "http_external_url: {url:?} must start with https:// or http://"
+            ));
+        }
+        if g.bosh_max_requests < 1 || g.bosh_max_wait < 1 || g.bosh_max_inactivity < 1 {
+            problems
+                .push("bosh_max_requests, bosh_max_wait and bosh_max_inactivity must be at least 1".into());
+        }
+        for name in g.http_cors_override.keys() {
+            if !matches!(name.as_str(), "bosh" | "websocket") {
+                problems.push(format!(
+                    "http_cors_override.{name}: unknown endpoint (\"bosh\" or \"websocket\")"
+                ));
+            }
         }
         if g.interfaces.is_empty() {
             problems.push("interfaces must list at least one address".into());

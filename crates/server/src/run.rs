@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::rate_limit::AuthRateLimiter;
+use jackdaw_core::c2s::bosh::{BoshLimits, BoshSessions};
 use jackdaw_core::component::{Component, ComponentRegistry};
 use jackdaw_core::config::ComponentConfig;
 use jackdaw_core::config::Config;
@@ -201,27 +202,19 @@ fn local_addrs(ls: &[TcpListener]) -> Vec<String> {
         .collect()
 }
 
+/// Every bound address, by listener kind.
+#[derive(serde::Serialize)]
+struct ListenerAddrs {
+    c2s: Vec<String>,
+    c2s_direct_tls: Vec<String>,
+    http: Vec<String>,
+    https: Vec<String>,
+    component: Vec<String>,
+}
+
 /// Tells tests and tools which ports were bound (port 0 = ephemeral).
-fn write_listeners_file(
-    config: &Config,
-    c2s: &[String],
-    tls: &[String],
-    http: &[String],
-    component: &[String],
-) -> Result<()> {
-    let list = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("\"{s}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let json = format!(
-        "{{\"c2s\": [{}], \"c2s_direct_tls\": [{}], \"http\": [{}], \"component\": [{}]}}\n",
-        list(c2s),
-        list(tls),
-        list(http),
-        list(component)
-    );
+fn write_listeners_file(config: &Config, addrs: &ListenerAddrs) -> Result<()> {
+    let json = serde_json::to_string(addrs)? + "\n";
     let path = config.global.data_path.join("listeners.json");
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, json)?;
@@ -247,6 +240,7 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .await?;
     let http_listeners = bind_all(&bind_addrs(&g.interfaces, &g.http_ports), "http").await?;
+    let https_listeners = bind_all(&bind_addrs(&g.interfaces, &g.https_ports), "https").await?;
     // The XEP-0114 port is only opened when an external component exists.
     let external = components.iter().any(|(_, c, _)| c.is_none());
     let component_listeners = if external {
@@ -254,12 +248,13 @@ pub async fn run(config: Config) -> Result<()> {
     } else {
         Vec::new()
     };
-    let component_addrs = local_addrs(&component_listeners);
-    let (c2s_addrs, direct_addrs, http_addrs) = (
-        local_addrs(&c2s),
-        local_addrs(&direct),
-        local_addrs(&http_listeners),
-    );
+    let addrs = ListenerAddrs {
+        c2s: local_addrs(&c2s),
+        c2s_direct_tls: local_addrs(&direct),
+        http: local_addrs(&http_listeners),
+        https: local_addrs(&https_listeners),
+        component: local_addrs(&component_listeners),
+    };
 
     let server = Arc::new_cyclic(|self_ref| Server {
         self_ref: self_ref.clone(),
@@ -298,11 +293,13 @@ pub async fn run(config: Config) -> Result<()> {
             limit.clone(),
         ));
     }
+    // One BOSH session table for every HTTP(S) listener.
+    let bosh = BoshSessions::new(BoshLimits::from_config(g));
+    let app = http::router(server.clone(), bosh, &host_routes, global_routes);
     for l in http_listeners {
-        let app = http::router(server.clone(), &host_routes, global_routes.clone());
-        let token = server.shutdown.clone();
+        let (app, token) = (app.clone(), server.shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+            if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<http::Peer>())
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
             {
@@ -310,13 +307,26 @@ pub async fn run(config: Config) -> Result<()> {
             }
         });
     }
-    write_listeners_file(&config, &c2s_addrs, &direct_addrs, &http_addrs, &component_addrs)?;
+    for l in https_listeners {
+        let (app, token) = (app.clone(), server.shutdown.clone());
+        let tls = http::tls_listener::TlsListener::new(server.clone(), l)?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tls, app.into_make_service_with_connect_info::<http::Peer>())
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                error!(error = %e, "HTTPS listener failed");
+            }
+        });
+    }
+    write_listeners_file(&config, &addrs)?;
     info!(
         hosts = ?names,
-        c2s = ?c2s_addrs,
-        c2s_direct_tls = ?direct_addrs,
-        http = ?http_addrs,
-        component = ?component_addrs,
+        c2s = ?addrs.c2s,
+        c2s_direct_tls = ?addrs.c2s_direct_tls,
+        http = ?addrs.http,
+        https = ?addrs.https,
+        component = ?addrs.component,
         data = %g.data_path.display(),
         "Jackdaw {} started; add a user with: jackdaw{} user add alice@{}",
         env!("CARGO_PKG_VERSION"),

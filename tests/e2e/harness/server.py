@@ -71,6 +71,7 @@ class JackdawServer:
             "c2s_ports": [0],
             "c2s_direct_tls_ports": [0],
             "http_ports": [0],
+            "https_ports": [0],
             "data_path": str(self.data_path),
             "c2s_timeout": 3,
             "log": "debug",
@@ -126,6 +127,10 @@ class JackdawServer:
     @property
     def http_port(self) -> int:
         return self._port("http")
+
+    @property
+    def https_port(self) -> int:
+        return self._port("https")
 
     @property
     def pid(self) -> int:

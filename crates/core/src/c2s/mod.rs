@@ -6,6 +6,7 @@
 //! the same `select!` writes what the router queued, so nothing else ever
 //! touches the socket.
 
+pub mod bosh;
 mod sasl_exchange;
 mod transport;
 pub mod websocket;
@@ -87,9 +88,13 @@ pub async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: Socket
 /// A client stream carried by another protocol (RFC 7395 WebSocket): the
 /// same negotiation, limits and session as TCP, over a byte pipe whose other
 /// end does the framing.
-pub async fn handle_framed(server: Arc<Server>, pipe: tokio::io::DuplexStream, peer: SocketAddr) {
-    let span =
-        info_span!("conn", id = %short_id(), kind = "websocket", remote = %peer, jid = tracing::field::Empty);
+pub async fn handle_framed(
+    server: Arc<Server>,
+    pipe: tokio::io::DuplexStream,
+    peer: SocketAddr,
+    kind: &'static str,
+) {
+    let span = info_span!("conn", id = %short_id(), kind, remote = %peer, jid = tracing::field::Empty);
     async move {
         debug!("connection accepted");
         let deadline = Instant::now() + Duration::from_secs(server.config.global.c2s_timeout);

@@ -28,7 +28,7 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let connection = server
         .tasks
-        .spawn(super::handle_framed(server.clone(), theirs, peer));
+        .spawn(super::handle_framed(server.clone(), theirs, peer, "websocket"));
     let (mut from_server, mut to_server) = tokio::io::split(ours);
     let mut framer = Framer::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -67,8 +67,8 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let (frames, done) = framer.push(&buf[..n]);
-                for frame in frames {
+                let (output, done) = framer.push(&buf[..n]);
+                for frame in output.iter().map(ws_frame) {
                     if socket.send(Message::Text(frame.into())).await.is_err() {
                         break;
                     }
@@ -126,15 +126,48 @@ fn inbound_bytes(text: &str) -> Vec<u8> {
     }
 }
 
-/// Cuts the server's byte stream into RFC 7395 frames.
-struct Framer {
+/// One RFC 7395 frame for a piece of the server's output.
+fn ws_frame(output: &ServerOutput) -> String {
+    match output {
+        ServerOutput::Open { from, id } => {
+            let attr = |name: &str, v: &Option<String>| {
+                v.as_ref()
+                    .map(|v| format!(" {name}='{}'", stream::escape(v)))
+                    .unwrap_or_default()
+            };
+            format!(
+                "<open xmlns='{NS_FRAMING}'{}{} version='1.0' xml:lang='en'/>",
+                attr("from", from),
+                attr("id", id)
+            )
+        }
+        ServerOutput::Element(el) => frame_of(el),
+        ServerOutput::Close => format!("<close xmlns='{NS_FRAMING}'/>"),
+    }
+}
+
+/// The server's byte stream, cut at element boundaries.
+#[derive(Debug)]
+pub(super) enum ServerOutput {
+    /// A stream header (at the start and after each restart).
+    Open {
+        from: Option<String>,
+        id: Option<String>,
+    },
+    Element(Element),
+    Close,
+}
+
+/// Cuts the server's byte stream of a framed connection (WebSocket, BOSH)
+/// into headers, top-level elements and the footer.
+pub(super) struct Framer {
     parser: StreamParser,
     /// Bytes held back because they may begin a stream restart.
     pending: Vec<u8>,
 }
 
 impl Framer {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             parser: Self::fresh(),
             pending: Vec::new(),
@@ -150,8 +183,8 @@ impl Framer {
         })
     }
 
-    /// Frames for `data`, and whether the stream ended.
-    fn push(&mut self, data: &[u8]) -> (Vec<String>, bool) {
+    /// What `data` completes, and whether the stream ended.
+    pub(super) fn push(&mut self, data: &[u8]) -> (Vec<ServerOutput>, bool) {
         self.pending.extend_from_slice(data);
         let mut frames = Vec::new();
         let mut done = false;
@@ -176,21 +209,13 @@ impl Framer {
             }
             for ev in events {
                 match ev {
-                    StreamEvent::Header(h) => {
-                        let attr = |name: &str, v: &Option<String>| {
-                            v.as_ref()
-                                .map(|v| format!(" {name}='{}'", stream::escape(v)))
-                                .unwrap_or_default()
-                        };
-                        frames.push(format!(
-                            "<open xmlns='{NS_FRAMING}'{}{} version='1.0' xml:lang='en'/>",
-                            attr("from", &h.from),
-                            attr("id", &h.id)
-                        ));
-                    }
-                    StreamEvent::Stanza(el) => frames.push(frame_of(&el)),
+                    StreamEvent::Header(h) => frames.push(ServerOutput::Open {
+                        from: h.from,
+                        id: h.id,
+                    }),
+                    StreamEvent::Stanza(el) => frames.push(ServerOutput::Element(el)),
                     StreamEvent::End => {
-                        frames.push(format!("<close xmlns='{NS_FRAMING}'/>"));
+                        frames.push(ServerOutput::Close);
                         done = true;
                     }
                 }
@@ -214,7 +239,7 @@ fn partial_mark_suffix(data: &[u8]) -> usize {
 
 /// One element as a frame; stream-namespace elements keep their usual
 /// `stream:` prefix, which some web clients look for by name.
-fn frame_of(el: &Element) -> String {
+pub(super) fn frame_of(el: &Element) -> String {
     if el.ns() != ns::STREAM {
         return stream::serialize(el);
     }
@@ -279,7 +304,7 @@ mod tests {
         let mut done = false;
         for b in out.as_bytes() {
             let (f2, d) = f.push(std::slice::from_ref(b));
-            frames.extend(f2);
+            frames.extend(f2.iter().map(ws_frame));
             done |= d;
         }
         assert!(done);
