@@ -109,12 +109,30 @@ pub trait Hook: Send + Sync {
     async fn handle(&self, server: &Server, event: &Event<'_>) -> Handled;
 }
 
+/// Sees every message between a local account and anyone, and may amend
+/// it before it goes on (the archive stamps its XEP-0359 stanza-id here);
+/// carbons copy it to the account's other resources.
+#[async_trait]
+pub trait MessageFilter: Send + Sync {
+    /// A message a local session sent, `from` stamped, before routing.
+    async fn outgoing(&self, _server: &Server, _session: &Arc<Session>, _stanza: &mut Element) {}
+    /// A message for the local account `to`, before delivery (to a
+    /// resource, or offline storage).
+    async fn incoming(&self, _server: &Server, _to: &BareJid, _stanza: &mut Element) {}
+    /// An incoming message was handed to these sessions of `to` (none when
+    /// no resource took it).
+    fn delivered(&self, _server: &Server, _to: &BareJid, _stanza: &Element, _sessions: &[Arc<Session>]) {}
+}
+
 /// The hooks and features of one virtual host.
 #[derive(Default)]
 pub struct Hooks {
     iq: HashMap<(String, IqType), Arc<dyn IqHandler>>,
     listeners: Vec<(EventKind, i32, Arc<dyn Hook>)>,
+    message_filters: Vec<Arc<dyn MessageFilter>>,
     features: Vec<String>,
+    /// Features of each account's bare JID (XEP-0313 on the account).
+    account_features: Vec<String>,
     /// Stream features a module adds after authentication (e.g. rosterver).
     stream_features: Vec<Element>,
     /// Set by a module that takes rosters from elsewhere (roster_http).
@@ -134,11 +152,31 @@ impl Hooks {
         self.listeners.sort_by_key(|(_, p, _)| -p);
     }
 
+    /// Adds a message filter; filters run in the order added.
+    pub fn on_message(&mut self, filter: Arc<dyn MessageFilter>) {
+        self.message_filters.push(filter);
+    }
+
+    pub fn message_filters(&self) -> &[Arc<dyn MessageFilter>] {
+        &self.message_filters
+    }
+
     /// Advertises a disco#info feature for the host.
     pub fn add_feature(&mut self, feature: &str) {
         if !self.features.iter().any(|f| f == feature) {
             self.features.push(feature.to_string());
         }
+    }
+
+    /// Advertises a disco#info feature on every account's bare JID.
+    pub fn add_account_feature(&mut self, feature: &str) {
+        if !self.account_features.iter().any(|f| f == feature) {
+            self.account_features.push(feature.to_string());
+        }
+    }
+
+    pub fn account_features(&self) -> &[String] {
+        &self.account_features
     }
 
     pub fn add_stream_feature(&mut self, el: Element) {

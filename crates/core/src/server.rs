@@ -104,7 +104,17 @@ impl Server {
         }
         match kind {
             StanzaKind::Presence => self.route_presence(stanza, to, origin).await,
-            StanzaKind::Message => self.route_message(stanza, to).await,
+            StanzaKind::Message => {
+                let mut stanza = stanza;
+                if let Some(session) = origin
+                    && let Some(host) = self.host(session.jid.domain().as_str())
+                {
+                    for filter in host.hooks.message_filters() {
+                        filter.outgoing(self, session, &mut stanza).await;
+                    }
+                }
+                self.route_message(stanza, to).await
+            }
             StanzaKind::Iq => self.route_iq(stanza, to, origin).await,
         }
     }
@@ -176,7 +186,7 @@ impl Server {
         // Presence to remote domains is dropped until federation exists.
     }
 
-    async fn route_message(&self, stanza: Element, to: Option<Jid>) {
+    async fn route_message(&self, mut stanza: Element, to: Option<Jid>) {
         let msg_type = stanza.attr("type").unwrap_or("normal").to_string();
         let Some(to) = to else {
             // A message to nobody is for the user's own account.
@@ -198,9 +208,20 @@ impl Server {
             }
             return;
         }
+        let host = self.host(&domain);
+        let filters = host.map(|h| h.hooks.message_filters()).unwrap_or_default();
+        let bare = to.to_bare();
+        for filter in filters {
+            filter.incoming(self, &bare, &mut stanza).await;
+        }
         match to.try_into_full() {
             Ok(full) => {
                 if let Some(s) = self.sessions.get(&full) {
+                    let delivered = [s];
+                    for filter in filters {
+                        filter.delivered(self, &bare, &stanza, &delivered);
+                    }
+                    let [s] = delivered;
                     s.send(stanza);
                     return;
                 }
@@ -237,6 +258,12 @@ impl Server {
                 let top = resources.iter().map(|s| s.priority()).max().unwrap_or(0);
                 resources.iter().filter(|s| s.priority() == top).collect()
             };
+            if let Some(host) = self.host(bare.domain().as_str()) {
+                let sessions: Vec<Arc<Session>> = targets.iter().map(|s| Arc::clone(s)).collect();
+                for filter in host.hooks.message_filters() {
+                    filter.delivered(self, bare, &stanza, &sessions);
+                }
+            }
             // The last target takes the stanza itself: no copy in the common
             // one-resource case.
             if let Some((last, rest)) = targets.split_last() {

@@ -147,6 +147,11 @@ pub fn remove_attr(el: &mut Element, name: &str) {
     }
 }
 
+/// Removes every child named `name` in namespace `ns`.
+pub fn remove_children(el: &mut Element, name: &str, ns: &str) {
+    while el.remove_child(name, ns).is_some() {}
+}
+
 /// Builds a stanza of `kind` with the given attributes.
 pub fn new_stanza(name: &str, attrs: &[(&str, &str)]) -> Element {
     let mut el = Element::bare(name, ns::CLIENT);

@@ -3,8 +3,10 @@
 //! registers its hooks on the host; it never reaches into another module.
 
 pub mod auth_http;
+pub mod carbons;
 pub mod component_http;
 pub mod disco;
+pub mod mam;
 pub mod muc;
 pub mod muc_http_auth;
 pub mod offline;
@@ -40,6 +42,8 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     ("ping", true, ping::OPTIONS, ping::init),
     ("version", true, version::OPTIONS, version::init),
     ("register", true, register::OPTIONS, register::init),
+    ("carbons", true, carbons::OPTIONS, carbons::init),
+    ("mam", true, mam::OPTIONS, mam::init),
     (
         "http_roster_admin",
         false,

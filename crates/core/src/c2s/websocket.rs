@@ -32,6 +32,9 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
     let (mut from_server, mut to_server) = tokio::io::split(ours);
     let mut framer = Framer::new();
     let mut buf = vec![0u8; 16 * 1024];
+    // Set once the client's <close/> went to the server: a second footer
+    // would be a well-formedness error on a cleanly closed stream.
+    let mut footer_sent = false;
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -41,7 +44,9 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
                     // RFC 7395 §3.2: XMPP frames are text; anything else,
                     // a close or an error ends the stream.
                     _ => {
-                        let _ = to_server.write_all(b"</stream:stream>").await;
+                        if !footer_sent {
+                            let _ = to_server.write_all(b"</stream:stream>").await;
+                        }
                         break;
                     }
                 };
@@ -58,7 +63,9 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
                     debug!(remote = %peer, "websocket frame is not one complete element");
                     break;
                 }
-                if to_server.write_all(&inbound_bytes(&text)).await.is_err() {
+                let bytes = inbound_bytes(&text);
+                footer_sent |= bytes == b"</stream:stream>";
+                if to_server.write_all(&bytes).await.is_err() {
                     break;
                 }
             }

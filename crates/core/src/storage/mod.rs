@@ -178,6 +178,69 @@ pub trait MucStore: Send + Sync {
     async fn rooms(&self, service: &str) -> StorageResult<Vec<(String, String)>>;
 }
 
+/// One archived message (XEP-0313).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    /// The archive id, also the message's XEP-0359 stanza-id.
+    pub id: String,
+    /// Microseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The bare JID of the other party (or the room's occupant JID).
+    pub with: String,
+    pub stanza: String,
+}
+
+/// What a MAM query asks for: filters, then the page (XEP-0059 RSM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveQuery {
+    /// A bare JID matches every resource of it; a full JID only itself.
+    pub with: Option<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// Only messages after / before the one with this id (XEP-0313 filters).
+    pub after_id: Option<String>,
+    pub before_id: Option<String>,
+    /// Only these ids (empty: no such filter).
+    pub ids: Vec<String>,
+    /// Page size; 0 asks only for the count.
+    pub max: usize,
+    /// RSM `<after>`: the page following this id.
+    pub page_after: Option<String>,
+    /// RSM `<before>`: the page preceding this id, or with `Some("")`
+    /// the last page.
+    pub page_before: Option<String>,
+}
+/// One page of results, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchivePage {
+    pub messages: Vec<ArchivedMessage>,
+    /// The whole result set holds no message beyond this page in the
+    /// direction of paging.
+    pub complete: bool,
+    /// Messages matching the query's filters, regardless of paging.
+    pub count: usize,
+    /// Position of the page's first message among them.
+    pub first_index: usize,
+}
+
+/// Message archives (XEP-0313) of users and of rooms, keyed by the owner's
+/// bare JID.
+#[async_trait]
+pub trait ArchiveStore: Send + Sync {
+    /// Appends a message; the id must be unique.
+    async fn append(&self, owner: &str, message: &ArchivedMessage) -> StorageResult<()>;
+    /// `Ok(None)` when `after_id`/`before_id` names no message of the owner.
+    async fn query(&self, owner: &str, query: &ArchiveQuery) -> StorageResult<Option<ArchivePage>>;
+    /// The owner's preferences document (opaque to the store).
+    async fn prefs(&self, owner: &str) -> StorageResult<Option<String>>;
+    async fn set_prefs(&self, owner: &str, prefs: &str) -> StorageResult<()>;
+    /// Deletes every owner's messages older than `before` (microseconds);
+    /// returns how many went.
+    async fn expire(&self, before: i64) -> StorageResult<usize>;
+    /// Deletes one owner's archive (account deleted, room destroyed).
+    async fn delete_owner(&self, owner: &str) -> StorageResult<()>;
+}
+
 /// Every store the core and the modules use, chosen once by the server.
 #[derive(Clone)]
 pub struct Stores {
@@ -185,4 +248,5 @@ pub struct Stores {
     pub rosters: std::sync::Arc<dyn RosterStore>,
     pub offline: std::sync::Arc<dyn OfflineStore>,
     pub muc: std::sync::Arc<dyn MucStore>,
+    pub archive: std::sync::Arc<dyn ArchiveStore>,
 }

@@ -29,6 +29,14 @@ pub mod ns {
     pub const VERSION: &str = "jabber:iq:version";
     pub const DELAY: &str = "urn:xmpp:delay";
     pub const DATA_FORMS: &str = "jabber:x:data";
+    pub const CARBONS: &str = "urn:xmpp:carbons:2";
+    pub const FORWARD: &str = "urn:xmpp:forward:0";
+    pub const HINTS: &str = "urn:xmpp:hints";
+    pub const MAM: &str = "urn:xmpp:mam:2";
+    pub const RSM: &str = "http://jabber.org/protocol/rsm";
+    pub const STANZA_ID: &str = "urn:xmpp:sid:0";
+    pub const CSI: &str = "urn:xmpp:csi:0";
+    pub const SM: &str = "urn:xmpp:sm:3";
 }
 
 /// A stream-level error (RFC 6120 §4.9.3). Each variant is one defined

@@ -50,9 +50,15 @@ impl IqHandler for DiscoInfo {
         } else if req.is_to_own_account() {
             // XEP-0030 §3.1 accounts: the user's own account.
             query.append_child(identity("account", "registered", None));
-            let mut el = Element::bare("feature", ns::DISCO_INFO);
-            stanza::set_attr(&mut el, "var", ns::DISCO_INFO);
-            query.append_child(el);
+            let account_features = server
+                .host(req.host)
+                .map(|h| h.hooks.account_features().to_vec())
+                .unwrap_or_default();
+            for f in std::iter::once(ns::DISCO_INFO.to_string()).chain(account_features) {
+                let mut el = Element::bare("feature", ns::DISCO_INFO);
+                stanza::set_attr(&mut el, "var", f);
+                query.append_child(el);
+            }
         } else {
             // Other users' accounts are not disclosed (RFC 6121 §8.5.1).
             return Err(StanzaError::service_unavailable());

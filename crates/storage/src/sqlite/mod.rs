@@ -17,6 +17,7 @@
 //! beside the writer: WAL lets readers run concurrently with it.
 
 mod accounts;
+mod archive;
 mod muc;
 mod offline;
 mod roster;
@@ -36,6 +37,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_muc.sql"),
+    include_str!("migrations/0003_archive.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection (an
@@ -130,6 +132,7 @@ impl SqliteStore {
             rosters: Arc::new(self.clone()),
             offline: Arc::new(self.clone()),
             muc: Arc::new(self.clone()),
+            archive: Arc::new(self.clone()),
         }
     }
 

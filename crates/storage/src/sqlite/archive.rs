@@ -1,0 +1,354 @@
+//! `ArchiveStore` on SQLite: message archives (XEP-0313) of users and
+//! rooms, paged with XEP-0059 RSM by arrival order (`seq`).
+
+use async_trait::async_trait;
+use jackdaw_core::storage::{ArchivePage, ArchiveQuery, ArchiveStore, ArchivedMessage, StorageResult};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
+
+use super::{Context, SqliteStore, to_unsigned};
+
+/// Removes a user's archive, for `AccountStore::delete`.
+pub(super) fn delete_user(tx: &rusqlite::Transaction<'_>, owner: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM archive WHERE owner = ?1", params![owner])?;
+    tx.execute("DELETE FROM archive_prefs WHERE owner = ?1", params![owner])?;
+    Ok(())
+}
+
+fn bare_of(jid: &str) -> &str {
+    jid.split_once('/').map(|(b, _)| b).unwrap_or(jid)
+}
+
+/// The `seq` of an owner's message, if it exists.
+fn seq_of(conn: &rusqlite::Connection, owner: &str, id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM archive WHERE owner = ?1 AND id = ?2")?
+        .query_row(params![owner, id], |r| r.get(0))
+        .optional()
+}
+
+#[async_trait]
+impl ArchiveStore for SqliteStore {
+    async fn append(&self, owner: &str, m: &ArchivedMessage) -> StorageResult<()> {
+        const OP: &str = "archive.append";
+        let (owner, m) = (owner.to_owned(), m.clone());
+        self.run(OP, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO archive (owner, id, ts, with_bare, with_full, stanza)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    owner,
+                    m.id,
+                    m.timestamp,
+                    bare_of(&m.with),
+                    m.with,
+                    m.stanza
+                ])
+            })
+            .context(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query(&self, owner: &str, q: &ArchiveQuery) -> StorageResult<Option<ArchivePage>> {
+        const OP: &str = "archive.query";
+        let (owner, q) = (owner.to_owned(), q.clone());
+        self.run(OP, move |conn| {
+            // The filters, as SQL with bound values (never spliced text).
+            let mut filter = String::from("owner = ?");
+            let mut values: Vec<Value> = vec![Value::Text(owner.clone())];
+            if let Some(with) = &q.with {
+                if with.contains('/') {
+                    filter.push_str(" AND with_full = ?");
+                } else {
+                    filter.push_str(" AND with_bare = ?");
+                }
+                values.push(Value::Text(with.clone()));
+            }
+            if let Some(start) = q.start {
+                filter.push_str(" AND ts >= ?");
+                values.push(Value::Integer(start));
+            }
+            if let Some(end) = q.end {
+                filter.push_str(" AND ts <= ?");
+                values.push(Value::Integer(end));
+            }
+            for (id, op) in [(&q.after_id, ">"), (&q.before_id, "<")] {
+                if let Some(id) = id {
+                    let Some(seq) = seq_of(conn, &owner, id).context(OP)? else {
+                        return Ok(None);
+                    };
+                    filter.push_str(&format!(" AND seq {op} ?"));
+                    values.push(Value::Integer(seq));
+                }
+            }
+            if !q.ids.is_empty() {
+                filter.push_str(" AND id IN (");
+                filter.push_str(&vec!["?"; q.ids.len()].join(", "));
+                filter.push(')');
+                values.extend(q.ids.iter().cloned().map(Value::Text));
+            }
+            let count: i64 = conn
+                .prepare(&format!("SELECT COUNT(*) FROM archive WHERE {filter}"))
+                .and_then(|mut stmt| stmt.query_row(params_from_iter(values.iter()), |r| r.get(0)))
+                .context(OP)?;
+            let count = to_unsigned(count, "archive count")?;
+
+            // The page: forwards after `page_after`, or backwards before
+            // `page_before` (from the end when it is empty).
+            let mut page_filter = filter.clone();
+            let mut page_values = values.clone();
+            let backwards = q.page_before.is_some();
+            let cursor = if backwards { &q.page_before } else { &q.page_after };
+            if let Some(id) = cursor.as_deref().filter(|id| !id.is_empty()) {
+                let Some(seq) = seq_of(conn, &owner, id).context(OP)? else {
+                    return Ok(None);
+                };
+                page_filter.push_str(if backwards { " AND seq < ?" } else { " AND seq > ?" });
+                page_values.push(Value::Integer(seq));
+            }
+            let order = if backwards { "DESC" } else { "ASC" };
+            page_values.push(Value::Integer(q.max as i64 + 1));
+            let mut rows: Vec<(i64, ArchivedMessage)> = conn
+                .prepare(&format!(
+                    "SELECT seq, id, ts, with_full, stanza FROM archive WHERE {page_filter}
+                     ORDER BY seq {order} LIMIT ?"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params_from_iter(page_values.iter()), |r| {
+                        Ok((
+                            r.get(0)?,
+                            ArchivedMessage {
+                                id: r.get(1)?,
+                                timestamp: r.get(2)?,
+                                with: r.get(3)?,
+                                stanza: r.get(4)?,
+                            },
+                        ))
+                    })?
+                    .collect()
+                })
+                .context(OP)?;
+            let complete = rows.len() <= q.max;
+            rows.truncate(q.max);
+            if backwards {
+                rows.reverse();
+            }
+            let first_index = match rows.first() {
+                Some((seq, _)) => {
+                    let mut v = values.clone();
+                    v.push(Value::Integer(*seq));
+                    let n: i64 = conn
+                        .prepare(&format!(
+                            "SELECT COUNT(*) FROM archive WHERE {filter} AND seq < ?"
+                        ))
+                        .and_then(|mut stmt| stmt.query_row(params_from_iter(v.iter()), |r| r.get(0)))
+                        .context(OP)?;
+                    to_unsigned(n, "archive index")?
+                }
+                None => 0,
+            };
+            Ok(Some(ArchivePage {
+                messages: rows.into_iter().map(|(_, m)| m).collect(),
+                complete,
+                count,
+                first_index,
+            }))
+        })
+        .await
+    }
+
+    async fn prefs(&self, owner: &str) -> StorageResult<Option<String>> {
+        const OP: &str = "archive.prefs";
+        let owner = owner.to_owned();
+        self.run(OP, move |conn| {
+            conn.prepare_cached("SELECT prefs FROM archive_prefs WHERE owner = ?1")
+                .and_then(|mut stmt| stmt.query_row(params![owner], |r| r.get(0)).optional())
+                .context(OP)
+        })
+        .await
+    }
+
+    async fn set_prefs(&self, owner: &str, prefs: &str) -> StorageResult<()> {
+        const OP: &str = "archive.set_prefs";
+        let (owner, prefs) = (owner.to_owned(), prefs.to_owned());
+        self.run(OP, move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO archive_prefs (owner, prefs) VALUES (?1, ?2)
+                 ON CONFLICT (owner) DO UPDATE SET prefs = excluded.prefs",
+            )
+            .and_then(|mut stmt| stmt.execute(params![owner, prefs]))
+            .context(OP)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire(&self, before: i64) -> StorageResult<usize> {
+        const OP: &str = "archive.expire";
+        self.run(OP, move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM archive WHERE ts < ?1")
+                .and_then(|mut stmt| stmt.execute(params![before]))
+                .context(OP)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn delete_owner(&self, owner: &str) -> StorageResult<()> {
+        const OP: &str = "archive.delete_owner";
+        let owner = owner.to_owned();
+        self.run(OP, move |conn| {
+            let tx = super::write_tx(conn, OP)?;
+            delete_user(&tx, &owner).context(OP)?;
+            tx.commit().context(OP)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::temp_store;
+    use super::*;
+
+    fn message(id: &str, ts: i64, with: &str) -> ArchivedMessage {
+        ArchivedMessage {
+            id: id.into(),
+            timestamp: ts,
+            with: with.into(),
+            stanza: format!("<message id='{id}'/>"),
+        }
+    }
+
+    fn ids(page: &ArchivePage) -> Vec<&str> {
+        page.messages.iter().map(|m| m.id.as_str()).collect()
+    }
+
+    async fn filled() -> (tempfile::TempDir, SqliteStore) {
+        let (dir, store) = temp_store();
+        for i in 1..=7 {
+            let with = if i % 2 == 0 { "bob@x/phone" } else { "carol@x" };
+            store
+                .append("alice@x", &message(&format!("m{i}"), i * 10, with))
+                .await
+                .unwrap();
+        }
+        store
+            .append("dave@x", &message("d1", 500, "alice@x"))
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn pages_forwards_and_backwards() {
+        let (_dir, store) = filled().await;
+        let mut q = ArchiveQuery {
+            max: 3,
+            ..Default::default()
+        };
+        let first = store.query("alice@x", &q).await.unwrap().unwrap();
+        assert_eq!(ids(&first), ["m1", "m2", "m3"]);
+        assert!(!first.complete);
+        assert_eq!((first.count, first.first_index), (7, 0));
+        q.page_after = Some("m6".into());
+        let tail = store.query("alice@x", &q).await.unwrap().unwrap();
+        assert_eq!(ids(&tail), ["m7"]);
+        assert!(tail.complete);
+        q.page_after = None;
+        q.page_before = Some(String::new());
+        let last = store.query("alice@x", &q).await.unwrap().unwrap();
+        assert_eq!(ids(&last), ["m5", "m6", "m7"]);
+        assert_eq!(last.first_index, 4);
+        q.page_before = Some("m5".into());
+        let before = store.query("alice@x", &q).await.unwrap().unwrap();
+        assert_eq!(ids(&before), ["m2", "m3", "m4"]);
+        assert!(!before.complete);
+    }
+
+    #[tokio::test]
+    async fn filters_by_with_time_and_ids() {
+        let (_dir, store) = filled().await;
+        let q = |f: fn(&mut ArchiveQuery)| {
+            let mut q = ArchiveQuery {
+                max: 100,
+                ..Default::default()
+            };
+            f(&mut q);
+            q
+        };
+        let bob = store
+            .query("alice@x", &q(|q| q.with = Some("bob@x".into())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&bob), ["m2", "m4", "m6"]);
+        let full = store
+            .query("alice@x", &q(|q| q.with = Some("bob@x/other".into())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(full.messages.is_empty());
+        let window = store
+            .query(
+                "alice@x",
+                &q(|q| {
+                    q.start = Some(20);
+                    q.end = Some(40);
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&window), ["m2", "m3", "m4"]);
+        let picked = store
+            .query("alice@x", &q(|q| q.ids = vec!["m7".into(), "d1".into()]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&picked), ["m7"], "another owner's id is not found");
+        let after = store
+            .query("alice@x", &q(|q| q.after_id = Some("m5".into())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&after), ["m6", "m7"]);
+        assert!(
+            store
+                .query("alice@x", &q(|q| q.after_id = Some("nope".into())))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn expiry_prefs_and_deletion() {
+        let (_dir, store) = filled().await;
+        assert_eq!(store.expire(31).await.unwrap(), 3);
+        store
+            .set_prefs("alice@x", "<prefs default='never'/>")
+            .await
+            .unwrap();
+        store
+            .set_prefs("alice@x", "<prefs default='roster'/>")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.prefs("alice@x").await.unwrap().as_deref(),
+            Some("<prefs default='roster'/>")
+        );
+        store.delete_owner("alice@x").await.unwrap();
+        let q = ArchiveQuery {
+            max: 10,
+            ..Default::default()
+        };
+        assert_eq!(store.query("alice@x", &q).await.unwrap().unwrap().count, 0);
+        assert!(store.prefs("alice@x").await.unwrap().is_none());
+        assert_eq!(store.query("dave@x", &q).await.unwrap().unwrap().count, 1);
+    }
+}
