@@ -95,6 +95,7 @@ fn build_server(dir: &tempfile::TempDir) -> Arc<Server> {
     Arc::new_cyclic(|self_ref| Server {
         self_ref: self_ref.clone(),
         auth_limiter,
+        resumable: Default::default(),
         sessions: SessionRegistry::default(),
         components: ComponentRegistry::default(),
         metrics: Arc::new(Metrics::default()),

@@ -43,6 +43,11 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "bosh_max_polling",
     "bosh_max_requests",
     "bosh_max_wait",
+    "smacks_hibernation_time",
+    "smacks_max_unacked_stanzas",
+    "smacks_max_ack_delay",
+    "smacks_max_queue_size",
+    "csi_queue_size",
     "hosts",
     "components",
 ];
@@ -98,6 +103,18 @@ fn default_bosh_max_requests() -> u64 {
 }
 fn default_bosh_max_wait() -> u64 {
     120
+}
+fn default_smacks_hibernation_time() -> u64 {
+    600
+}
+fn default_smacks_max_ack_delay() -> u64 {
+    30
+}
+fn default_smacks_max_queue_size() -> usize {
+    500
+}
+fn default_csi_queue_size() -> usize {
+    256
 }
 fn default_component_ports() -> Vec<u16> {
     vec![5347]
@@ -231,6 +248,25 @@ pub struct GlobalConfig {
     /// Longest time (seconds) a BOSH request is held waiting for data.
     #[serde(default = "default_bosh_max_wait")]
     pub bosh_max_wait: u64,
+    /// Seconds a XEP-0198 session whose connection was lost stays bound,
+    /// waiting to be resumed, before its messages go to offline storage.
+    #[serde(default = "default_smacks_hibernation_time")]
+    pub smacks_hibernation_time: u64,
+    /// Unacknowledged stanzas allowed before the server asks for an ack.
+    #[serde(default)]
+    pub smacks_max_unacked_stanzas: usize,
+    /// Seconds an ack may be outstanding before the client counts as
+    /// unreachable (push notifications are sent for what waits).
+    #[serde(default = "default_smacks_max_ack_delay")]
+    pub smacks_max_ack_delay: u64,
+    /// Stanzas a hibernating session may hold before it is ended (its
+    /// messages then go to offline storage).
+    #[serde(default = "default_smacks_max_queue_size")]
+    pub smacks_max_queue_size: usize,
+    /// Stanzas held back from an inactive client (XEP-0352) before they
+    /// are sent anyway.
+    #[serde(default = "default_csi_queue_size")]
+    pub csi_queue_size: usize,
 }
 
 /// `cross_domain_*`: any origin, or the listed ones.

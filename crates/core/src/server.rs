@@ -41,6 +41,8 @@ pub struct Server {
     pub stores: Stores,
     pub tls: Tls,
     pub auth_limiter: AuthRateLimiter,
+    /// XEP-0198 sessions that may be resumed.
+    pub resumable: crate::c2s::stream_management::ResumableSessions,
     pub metrics: Arc<Metrics>,
     /// Cancelled on SIGTERM: every connection closes with system-shutdown.
     pub shutdown: CancellationToken,

@@ -8,6 +8,7 @@
 
 pub mod bosh;
 mod sasl_exchange;
+pub mod stream_management;
 mod transport;
 pub mod websocket;
 
@@ -29,6 +30,7 @@ use crate::server::Server;
 use crate::session::{Outbound, Session};
 use crate::stanza::{self, StanzaError};
 use crate::stream::{self, Limits, StreamError, StreamEvent, StreamHeader, StreamParser, ns};
+use stream_management::{Detached, SmState, TakeoverRequest};
 pub use transport::Transport;
 
 /// Outbox depth per session: enough for bursts (a roster of pushes, a MUC
@@ -37,14 +39,19 @@ const OUTBOX_DEPTH: usize = 1024;
 /// Longest a single write may block on a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_BUFFER: usize = 16 * 1024;
-/// Bytes of queued stanzas written at once.
-const WRITE_BATCH: usize = 64 * 1024;
+/// Queued stanzas written at once.
+const WRITE_BATCH_STANZAS: usize = 64;
 
 /// How a connection ended, for the log.
 #[derive(Debug)]
 enum End {
-    /// The peer closed the stream or the socket.
+    /// The peer closed the stream.
     Closed,
+    /// The socket closed without the stream's end: a resumable session
+    /// hibernates.
+    Lost,
+    /// A new connection resumed this session (XEP-0198).
+    TakenOver,
     /// We closed it with a stream error (already sent).
     Error(StreamError),
     Io(std::io::Error),
@@ -109,6 +116,8 @@ async fn serve(server: Arc<Server>, transport: Transport, peer: SocketAddr, dead
     let end = conn.run(deadline).await;
     match &end {
         End::Closed => debug!("stream closed"),
+        End::Lost => debug!("connection lost"),
+        End::TakenOver => info!("session resumed on a new connection"),
         End::Error(e) => info!(error = %e, "stream closed with error"),
         End::Io(e) => debug!(error = %e, "connection lost"),
     }
@@ -136,6 +145,19 @@ struct Connection {
     user: Option<String>,
     session: Option<Arc<Session>>,
     outbox: Option<mpsc::Receiver<Outbound>>,
+    /// XEP-0198 state once the client enabled stream management.
+    sm: Option<SmState>,
+    /// Where a resuming connection asks for this session (resumable only).
+    takeover: Option<mpsc::Receiver<TakeoverRequest>>,
+    /// The request that ended this connection by resumption elsewhere.
+    handover: Option<TakeoverRequest>,
+    /// After a resumption: stanzas to send again (unacknowledged) and for
+    /// the first time (queued meanwhile).
+    resent: Vec<Element>,
+    queued: Vec<(Element, String)>,
+    /// XEP-0352: the client said it is inactive; non-urgent stanzas wait.
+    inactive: bool,
+    held_back: Vec<(Element, String)>,
 }
 
 impl Connection {
@@ -163,6 +185,13 @@ impl Connection {
             user: None,
             session: None,
             outbox: None,
+            sm: None,
+            takeover: None,
+            handover: None,
+            resent: Vec::new(),
+            queued: Vec::new(),
+            inactive: false,
+            held_back: Vec::new(),
         }
     }
 
@@ -373,6 +402,7 @@ impl Connection {
             features.push_str(&format!("<bind xmlns='{}'/>", ns::BIND));
             // RFC 6121 legacy session establishment, optional (RFC 3921bis).
             features.push_str(&format!("<session xmlns='{}'><optional/></session>", ns::SESSION));
+            features.push_str(&format!("<sm xmlns='{}'/><csi xmlns='{}'/>", ns::SM, ns::CSI));
             let extra: Vec<String> = self
                 .host_ref()
                 .hooks
@@ -539,6 +569,17 @@ impl Connection {
     async fn bind(&mut self, deadline: Instant) -> Result<(), End> {
         loop {
             let el = self.next_element(deadline).await?;
+            if el.is("resume", ns::SM) {
+                if self.resume(&el).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            if el.ns() == ns::SM {
+                // XEP-0198 §3: enable comes after binding.
+                self.write(&sm_failed("unexpected-request", None)).await?;
+                continue;
+            }
             let Some(bind) = el.get_child("bind", ns::BIND).filter(|_| el.is("iq", ns::CLIENT)) else {
                 if el.is("iq", ns::CLIENT) && el.attr("type").is_some_and(|t| t == "get" || t == "set") {
                     // Before binding the client has no address to answer to.
@@ -629,122 +670,384 @@ impl Connection {
         let ping_interval = Duration::from_secs(g.c2s_ping_interval);
         let ping_timeout = Duration::from_secs(g.c2s_ping_timeout);
         let shutdown = self.server.shutdown.clone();
+        let mut takeover = self.takeover.take();
         let mut last_read = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         let mut buf = std::mem::take(&mut self.buf);
-        let end = loop {
-            while let Some(ev) = self.pending.pop_front() {
-                match ev {
-                    StreamEvent::Stanza(el) => {
-                        if let Err(end) = self.handle_client_stanza(&session, el).await {
-                            self.buf = buf;
-                            return end;
-                        }
-                    }
-                    StreamEvent::End => {
-                        let _ = self.write("</stream:stream>").await;
-                        self.buf = buf;
-                        return End::Closed;
-                    }
-                    StreamEvent::Header(_) => {
-                        self.buf = buf;
-                        return self
-                            .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
-                            .await;
-                    }
-                }
+        let end = 'session: {
+            if let Err(e) = self.send_resumed_backlog().await {
+                break 'session e;
             }
-            let wake = match ping_sent {
-                Some(sent) => sent + ping_timeout,
-                None => last_read + ping_interval,
-            };
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    // Goodbyes queued before shutdown (MUC status 332) go first.
-                    self.flush_outbox(&mut outbox).await;
-                    break self.stream_error(StreamError::SystemShutdown).await
+            loop {
+                while let Some(ev) = self.pending.pop_front() {
+                    let handled = match ev {
+                        StreamEvent::Stanza(el) if el.ns() == ns::SM => {
+                            self.stream_management(&session, el).await
+                        }
+                        StreamEvent::Stanza(el) if el.ns() == ns::CSI => self.client_state(el).await,
+                        StreamEvent::Stanza(el) => {
+                            let r = self.handle_client_stanza(&session, el).await;
+                            if let Some(sm) = &mut self.sm {
+                                sm.handled_in = sm.handled_in.wrapping_add(1);
+                            }
+                            r
+                        }
+                        StreamEvent::End => {
+                            let _ = self.write("</stream:stream>").await;
+                            break 'session End::Closed;
+                        }
+                        StreamEvent::Header(_) => Err(self
+                            .stream_error(StreamError::NotWellFormed("unexpected stream header".into()))
+                            .await),
+                    };
+                    if let Err(end) = handled {
+                        break 'session end;
+                    }
                 }
-                _ = session.kill.cancelled() => {
-                    break self.stream_error(StreamError::PolicyViolation("too many unread stanzas".into())).await
+                // A resumable `<enable/>` just handled registered a
+                // takeover channel.
+                if takeover.is_none() {
+                    takeover = self.takeover.take();
                 }
-                out = outbox.recv() => match out {
-                    Some(Outbound::Stanza(el)) => {
-                        // Everything already queued goes out in one write (one
-                        // TLS record, one syscall) rather than one per stanza.
-                        let mut batch = stream::serialize(&el);
-                        let mut close = None;
-                        while batch.len() < WRITE_BATCH {
-                            match outbox.try_recv() {
-                                Ok(Outbound::Stanza(more)) => batch.push_str(&stream::serialize(&more)),
-                                Ok(Outbound::Close(err)) => {
-                                    close = Some(err);
-                                    break;
+                let wake = match ping_sent {
+                    Some(sent) => sent + ping_timeout,
+                    None => last_read + ping_interval,
+                };
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        // Goodbyes queued before shutdown (MUC status 332) go first.
+                        self.flush_outbox(&mut outbox).await;
+                        break self.stream_error(StreamError::SystemShutdown).await
+                    }
+                    _ = session.kill.cancelled() => {
+                        break self.stream_error(StreamError::PolicyViolation("too many unread stanzas".into())).await
+                    }
+                    Some(request) = recv_takeover(&mut takeover) => {
+                        self.handover = Some(request);
+                        break End::TakenOver;
+                    }
+                    out = outbox.recv() => match out {
+                        Some(Outbound::Stanza(el)) => {
+                            // Everything already queued goes out in one write (one
+                            // TLS record, one syscall) rather than one per stanza.
+                            let mut batch = vec![el];
+                            let mut close = None;
+                            while batch.len() < WRITE_BATCH_STANZAS {
+                                match outbox.try_recv() {
+                                    Ok(Outbound::Stanza(more)) => batch.push(more),
+                                    Ok(Outbound::Close(err)) => {
+                                        close = Some(err);
+                                        break;
+                                    }
+                                    Err(_) => break,
                                 }
-                                Err(_) => break,
+                            }
+                            if let Err(e) = self.deliver(batch).await {
+                                break e;
+                            }
+                            if let Some(err) = close {
+                                self.flush_outbox(&mut outbox).await;
+                                break self.stream_error(err).await;
                             }
                         }
-                        if let Err(e) = self.write(&batch).await {
+                        Some(Outbound::Close(err)) => {
+                            // What was queued before the close still goes out
+                            // (an IQ result ahead of XEP-0077's not-authorized).
+                            self.flush_outbox(&mut outbox).await;
+                            break self.stream_error(err).await
+                        }
+                        None => break End::Closed,
+                    },
+                    read = self.io.as_mut().expect("transport present").read(&mut buf) => match read {
+                        Ok(0) => break End::Lost,
+                        Ok(n) => {
+                            last_read = Instant::now();
+                            ping_sent = None;
+                            if let Err(e) = self.feed(&buf[..n]) {
+                                break self.stream_error(e).await;
+                            }
+                        }
+                        Err(e) => break End::Io(e),
+                    },
+                    _ = tokio::time::sleep_until(wake) => {
+                        if ping_sent.is_some() {
+                            break self.stream_error(StreamError::ConnectionTimeout).await;
+                        }
+                        let host = self.host.clone().unwrap_or_default();
+                        let mut ping = stanza::new_stanza("iq", &[
+                            ("type", "get"),
+                            ("id", &format!("ping-{}", short_id())),
+                            ("from", &host),
+                            ("to", &session.jid.to_string()),
+                        ]);
+                        ping.append_child(Element::bare("ping", ns::PING));
+                        if let Err(e) = self.write_stanzas(vec![(ping, stanza::now_stamp())]).await {
                             break e;
                         }
-                        if let Some(err) = close {
-                            self.flush_outbox(&mut outbox).await;
-                            break self.stream_error(err).await;
-                        }
+                        ping_sent = Some(Instant::now());
                     }
-                    Some(Outbound::Close(err)) => {
-                        // What was queued before the close still goes out
-                        // (an IQ result ahead of XEP-0077's not-authorized).
-                        self.flush_outbox(&mut outbox).await;
-                        break self.stream_error(err).await
-                    }
-                    None => break End::Closed,
-                },
-                read = self.io.as_mut().expect("transport present").read(&mut buf) => match read {
-                    Ok(0) => break End::Closed,
-                    Ok(n) => {
-                        last_read = Instant::now();
-                        ping_sent = None;
-                        if let Err(e) = self.feed(&buf[..n]) {
-                            break self.stream_error(e).await;
-                        }
-                    }
-                    Err(e) => break End::Io(e),
-                },
-                _ = tokio::time::sleep_until(wake) => {
-                    if ping_sent.is_some() {
-                        break self.stream_error(StreamError::ConnectionTimeout).await;
-                    }
-                    let host = self.host.clone().unwrap_or_default();
-                    let ping = format!(
-                        "<iq type='get' id='ping-{}' from='{}' to='{}'><ping xmlns='{}'/></iq>",
-                        short_id(), stream::escape(&host), stream::escape(&session.jid.to_string()), ns::PING
-                    );
-                    if let Err(e) = self.write(&ping).await {
-                        break e;
-                    }
-                    ping_sent = Some(Instant::now());
                 }
             }
         };
         self.buf = buf;
-        // Stanzas still queued when the stream ends are bounced so their
-        // senders learn they were not delivered (RFC 6121 §8.5.3.2.1 spirit).
+        if takeover.is_some() {
+            self.takeover = takeover;
+        }
+        let resumable = self.sm.as_ref().is_some_and(|sm| sm.resume_id.is_some());
+        // A silent peer (ping timeout) is as lost as a closed socket.
+        let lost = matches!(
+            end,
+            End::Lost | End::Io(_) | End::Error(StreamError::ConnectionTimeout)
+        ) && !shutdown.is_cancelled();
+        if matches!(end, End::TakenOver) || (resumable && lost) {
+            let state = self.detach(session, outbox);
+            match self.handover.take() {
+                Some(reply) => {
+                    if let Err(state) = reply.send(state) {
+                        self.server
+                            .tasks
+                            .spawn(stream_management::hibernate(self.server.clone(), state));
+                    }
+                }
+                None => {
+                    self.server
+                        .tasks
+                        .spawn(stream_management::hibernate(self.server.clone(), state));
+                }
+            }
+            return end;
+        }
+        // The session ends for good: unregister it first, so what it still
+        // holds is routed elsewhere (another resource, offline storage)
+        // rather than back into this closing outbox.
+        self.session = None;
+        if let Some(id) = self.sm.as_ref().and_then(|sm| sm.resume_id.clone()) {
+            self.server.resumable.forget(&id);
+        }
+        end_session(&self.server, &session).await;
         outbox.close();
+        let mut undelivered: Vec<(Element, String)> = self
+            .sm
+            .take()
+            .map(|mut sm| sm.unacked.drain(..).collect())
+            .unwrap_or_default();
+        undelivered.append(&mut self.held_back);
         while let Ok(out) = outbox.try_recv() {
             if let Outbound::Stanza(el) = out {
-                self.requeue_undelivered(el).await;
+                undelivered.push((el, stanza::now_stamp()));
             }
+        }
+        let owner = session.bare();
+        for (el, stamp) in undelivered {
+            requeue_message(&self.server, &owner, el, Some(&stamp)).await;
         }
         end
     }
 
+    /// Packs the live session for hibernation or for the resuming
+    /// connection.
+    fn detach(&mut self, session: Arc<Session>, outbox: mpsc::Receiver<Outbound>) -> Detached {
+        self.session = None;
+        let hibernation = Duration::from_secs(self.server.config.global.smacks_hibernation_time);
+        Detached {
+            session,
+            outbox,
+            sm: self.sm.take().unwrap_or_else(|| SmState::new(hibernation)),
+            pending: std::mem::take(&mut self.held_back),
+            takeover: self.takeover.take().unwrap_or_else(|| mpsc::channel(1).1),
+        }
+    }
+
+    /// Writes stanzas; with stream management each is kept until acked,
+    /// and an ack is requested past `smacks_max_unacked_stanzas`.
+    async fn write_stanzas(&mut self, stanzas: Vec<(Element, String)>) -> Result<(), End> {
+        let mut out = String::new();
+        for (el, _) in &stanzas {
+            out.push_str(&stream::serialize(el));
+        }
+        if let Some(sm) = &mut self.sm {
+            for (el, stamp) in stanzas {
+                sm.sent(el, stamp);
+            }
+            let max = self.server.config.global.smacks_max_unacked_stanzas;
+            if sm.ack_requested.is_none() && sm.unacked.len() > max {
+                out.push_str(&format!("<r xmlns='{}'/>", ns::SM));
+                sm.ack_requested = Some(Instant::now());
+            }
+        }
+        self.write(&out).await
+    }
+
+    /// Stanzas from the outbox to the client, held back while it is
+    /// inactive (XEP-0352) unless one of them is urgent or too many wait.
+    async fn deliver(&mut self, batch: Vec<Element>) -> Result<(), End> {
+        let stamp = stanza::now_stamp();
+        let batch: Vec<(Element, String)> = batch.into_iter().map(|el| (el, stamp.clone())).collect();
+        if !self.inactive {
+            return self.write_stanzas(batch).await;
+        }
+        let mut urgent = false;
+        for (el, stamp) in batch {
+            urgent |= is_urgent(&el);
+            if el.name() == "presence" {
+                // Only the latest presence of each contact matters.
+                let from = el.attr("from").map(str::to_string);
+                self.held_back.retain(|(held, _)| {
+                    held.name() != "presence" || held.attr("from").map(str::to_string) != from
+                });
+            }
+            self.held_back.push((el, stamp));
+        }
+        if urgent || self.held_back.len() >= self.server.config.global.csi_queue_size {
+            let held = std::mem::take(&mut self.held_back);
+            return self.write_stanzas(held).await;
+        }
+        Ok(())
+    }
+
+    /// XEP-0352 `<active/>` / `<inactive/>`.
+    async fn client_state(&mut self, el: Element) -> Result<(), End> {
+        match el.name() {
+            "inactive" => self.inactive = true,
+            "active" => {
+                self.inactive = false;
+                let held = std::mem::take(&mut self.held_back);
+                if !held.is_empty() {
+                    self.write_stanzas(held).await?;
+                }
+            }
+            _ => {
+                return Err(self
+                    .stream_error(StreamError::UnsupportedStanzaType(el.name().to_string()))
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
+    /// XEP-0198 elements on a bound session.
+    async fn stream_management(&mut self, session: &Arc<Session>, el: Element) -> Result<(), End> {
+        match el.name() {
+            "enable" if self.sm.is_none() => {
+                let g = &self.server.config.global;
+                let wanted = el.attr("max").and_then(|m| m.parse::<u64>().ok());
+                let seconds = wanted
+                    .unwrap_or(g.smacks_hibernation_time)
+                    .min(g.smacks_hibernation_time);
+                let mut sm = SmState::new(Duration::from_secs(seconds));
+                let reply = if matches!(el.attr("resume"), Some("true" | "1")) {
+                    let (id, takeover) = self.server.resumable.register(session.bare());
+                    self.takeover = Some(takeover);
+                    sm.resume_id = Some(id.clone());
+                    format!(
+                        "<enabled xmlns='{}' id='{id}' resume='true' max='{seconds}'/>",
+                        ns::SM
+                    )
+                } else {
+                    format!("<enabled xmlns='{}'/>", ns::SM)
+                };
+                self.sm = Some(sm);
+                debug!(resumable = self.takeover.is_some(), "stream management enabled");
+                self.write(&reply).await
+            }
+            "r" if self.sm.is_some() => {
+                let h = self.sm.as_ref().map(|sm| sm.handled_in).unwrap_or(0);
+                self.write(&format!("<a xmlns='{}' h='{h}'/>", ns::SM)).await
+            }
+            "a" if self.sm.is_some() => {
+                let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
+                let ok = match (h, self.sm.as_mut()) {
+                    (Some(h), Some(sm)) => sm.acknowledge(h),
+                    _ => false,
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(self
+                        .stream_error(StreamError::UndefinedCondition(
+                            "the acknowledgement counts stanzas that were never sent".into(),
+                        ))
+                        .await)
+                }
+            }
+            _ => self.write(&sm_failed("unexpected-request", None)).await,
+        }
+    }
+
+    /// XEP-0198 §5: takes over a hibernating (or still connected) session
+    /// of the authenticated account. False when it cannot be resumed; the
+    /// client may then bind a new resource.
+    async fn resume(&mut self, el: &Element) -> Result<bool, End> {
+        let user = self.user.clone().unwrap_or_default();
+        let host = self.host.clone().unwrap_or_default();
+        let owner = jid::BareJid::new(&format!("{user}@{host}")).map_err(|_| End::Closed)?;
+        let (Some(previd), Some(h)) = (
+            el.attr("previd"),
+            el.attr("h").and_then(|h| h.parse::<u32>().ok()),
+        ) else {
+            self.write(&sm_failed("bad-request", None)).await?;
+            return Ok(false);
+        };
+        let Some(mut state) = self.server.resumable.take(previd, &owner).await else {
+            debug!("resumption refused: unknown or expired session");
+            self.write(&sm_failed("item-not-found", None)).await?;
+            return Ok(false);
+        };
+        if !state.sm.acknowledge(h) {
+            let handled = state.sm.handled_in;
+            self.server
+                .tasks
+                .spawn(stream_management::hibernate(self.server.clone(), state));
+            self.write(&sm_failed("undefined-condition", Some(handled)))
+                .await?;
+            return Ok(false);
+        }
+        let handled = state.sm.handled_in;
+        self.resent = state.sm.unacked.iter().map(|(el, _)| el.clone()).collect();
+        self.queued = std::mem::take(&mut state.pending);
+        tracing::Span::current().record("jid", tracing::field::display(&state.session.jid));
+        self.session = Some(state.session);
+        self.outbox = Some(state.outbox);
+        self.takeover = Some(state.takeover);
+        self.sm = Some(state.sm);
+        self.write(&format!(
+            "<resumed xmlns='{}' h='{handled}' previd='{}'/>",
+            ns::SM,
+            stream::escape(previd)
+        ))
+        .await?;
+        info!(
+            resent = self.resent.len(),
+            queued = self.queued.len(),
+            "session resumed"
+        );
+        Ok(true)
+    }
+
+    /// After a resumption: the stanzas the client never acknowledged, then
+    /// what arrived meanwhile.
+    async fn send_resumed_backlog(&mut self) -> Result<(), End> {
+        let resent = std::mem::take(&mut self.resent);
+        if !resent.is_empty() {
+            let out: String = resent.iter().map(stream::serialize).collect();
+            self.write(&out).await?;
+        }
+        let queued = std::mem::take(&mut self.queued);
+        if !queued.is_empty() {
+            self.write_stanzas(queued).await?;
+        }
+        Ok(())
+    }
+
     /// Writes every stanza already queued, stopping at a close.
     async fn flush_outbox(&mut self, outbox: &mut mpsc::Receiver<Outbound>) {
+        let mut batch: Vec<(Element, String)> = std::mem::take(&mut self.held_back);
         while let Ok(Outbound::Stanza(el)) = outbox.try_recv() {
-            if self.write_element(&el).await.is_err() {
-                break;
-            }
+            batch.push((el, stanza::now_stamp()));
+        }
+        if !batch.is_empty() {
+            let _ = self.write_stanzas(batch).await;
         }
     }
 
@@ -785,33 +1088,87 @@ impl Connection {
         Ok(())
     }
 
-    /// Messages queued for a session that ended go back through the router
-    /// (to another resource or offline storage) rather than being lost.
-    async fn requeue_undelivered(&self, el: Element) {
-        if el.name() == "message" && !stanza::is_error(&el) {
-            let mut el = el;
-            if let Some(session) = &self.session {
-                stanza::set_attr(&mut el, "to", session.bare().to_string());
-            }
-            self.server.route(el, None).await;
-        }
-    }
-
-    /// Unregisters the session and tells the modules, so contacts see it
-    /// go offline (also after an abrupt TCP loss).
+    /// Ends the session if it is still this connection's (not hibernating
+    /// or resumed elsewhere), so contacts see it go offline (also after an
+    /// abrupt TCP loss), and closes the socket.
     async fn finish(&mut self) {
         if let Some(session) = self.session.take() {
-            self.server.sessions.remove(&session);
-            self.server.metrics.c2s_sessions.dec();
-            if let Some(host) = self.server.host(session.jid.domain().as_str()) {
-                host.hooks
-                    .fire(&self.server, &Event::SessionClosed { session: &session })
-                    .await;
+            if let Some(id) = self.sm.as_ref().and_then(|sm| sm.resume_id.clone()) {
+                self.server.resumable.forget(&id);
             }
-            info!("session ended");
+            end_session(&self.server, &session).await;
         }
         if let Some(io) = self.io.as_mut() {
             let _ = timeout(Duration::from_secs(2), io.shutdown()).await;
         }
     }
+}
+
+/// Unregisters a session and tells the modules (presence unavailable to
+/// contacts, carbons state dropped, ...).
+async fn end_session(server: &Server, session: &Arc<Session>) {
+    server.sessions.remove(session);
+    server.metrics.c2s_sessions.dec();
+    if let Some(host) = server.host(session.jid.domain().as_str()) {
+        host.hooks.fire(server, &Event::SessionClosed { session }).await;
+    }
+    info!(jid = %session.jid, "session ended");
+}
+
+/// A message that reached a session but not its client goes back through
+/// the router to the account (another resource, or offline storage),
+/// stamped with when it first arrived (XEP-0203). Other stanzas are stale
+/// once the session is gone.
+async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element, stamp: Option<&str>) {
+    if el.name() != "message" || stanza::is_error(&el) {
+        return;
+    }
+    // Archive results and carbons belong to the session that asked.
+    if el.has_child("result", ns::MAM)
+        || el.has_child("sent", ns::CARBONS)
+        || el.has_child("received", ns::CARBONS)
+    {
+        return;
+    }
+    stanza::set_attr(&mut el, "to", owner.to_string());
+    if let Some(stamp) = stamp
+        && !el.has_child("delay", ns::DELAY)
+    {
+        el.append_child(stanza::delay(owner.domain().as_str(), stamp));
+    }
+    server.route(el, None).await;
+}
+
+/// The next takeover request, or never when the session is not resumable.
+async fn recv_takeover(rx: &mut Option<mpsc::Receiver<TakeoverRequest>>) -> Option<TakeoverRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// XEP-0352 §5 / Prosody's mod_csi_simple: what an inactive client still
+/// gets at once. Messages with a body (or encrypted), and IQs, which someone
+/// waits on; presence, chat states and receipts can wait.
+fn is_urgent(el: &Element) -> bool {
+    match el.name() {
+        "presence" => false,
+        "message" => {
+            el.has_child("body", ns::CLIENT)
+                || el.children().any(|c| c.name() == "encrypted")
+                || el.has_child("sent", ns::CARBONS)
+                || el.has_child("received", ns::CARBONS)
+        }
+        _ => true,
+    }
+}
+
+/// A XEP-0198 `<failed/>` with a stanza error condition.
+fn sm_failed(condition: &str, h: Option<u32>) -> String {
+    let h = h.map(|h| format!(" h='{h}'")).unwrap_or_default();
+    format!(
+        "<failed xmlns='{}'{h}><{condition} xmlns='{}'/></failed>",
+        ns::SM,
+        ns::STANZAS_ERR
+    )
 }

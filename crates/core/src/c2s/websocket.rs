@@ -41,8 +41,11 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
                 let text = match incoming {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    // RFC 7395 §3.2: XMPP frames are text; anything else,
-                    // a close or an error ends the stream.
+                    // The socket is gone without a word: the stream is lost,
+                    // not closed (a XEP-0198 session hibernates).
+                    None | Some(Err(_)) => break,
+                    // RFC 7395 §3.2: XMPP frames are text; anything else
+                    // or a close frame ends the stream.
                     _ => {
                         if !footer_sent {
                             let _ = to_server.write_all(b"</stream:stream>").await;
@@ -87,7 +90,9 @@ pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr)
         }
     }
     let _ = socket.send(Message::Close(None)).await;
+    // Both halves go, so the connection sees the pipe close.
     drop(to_server);
+    drop(from_server);
     let _ = connection.await;
     debug!(remote = %peer, "websocket closed");
 }

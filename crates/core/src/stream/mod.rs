@@ -78,6 +78,8 @@ pub enum StreamError {
     InternalServerError(String),
     #[error("reset")]
     Reset,
+    #[error("undefined-condition: {0}")]
+    UndefinedCondition(String),
 }
 
 impl StreamError {
@@ -100,6 +102,7 @@ impl StreamError {
             StreamError::SeeOtherHost(_) => "see-other-host",
             StreamError::InternalServerError(_) => "internal-server-error",
             StreamError::Reset => "reset",
+            StreamError::UndefinedCondition(_) => "undefined-condition",
         }
     }
 
@@ -117,7 +120,9 @@ impl StreamError {
             _ => format!("<{} xmlns='{}'/>", self.condition(), ns::STREAMS_ERR),
         };
         let text = match self {
-            StreamError::PolicyViolation(t) | StreamError::ResourceConstraint(t) => {
+            StreamError::PolicyViolation(t)
+            | StreamError::ResourceConstraint(t)
+            | StreamError::UndefinedCondition(t) => {
                 format!("<text xmlns='{}'>{}</text>", ns::STREAMS_ERR, escape(t))
             }
             StreamError::Conflict => format!(

@@ -63,11 +63,15 @@ impl Hook for Offline {
                 let host = to.domain().as_str();
                 let user = to.node().map(|n| n.as_str()).unwrap_or_default();
                 let mut stored = (*stanza).clone();
-                stored.append_child({
-                    let mut d = stanza::delay(host, &stanza::now_stamp());
-                    d.append_text("Offline Storage");
-                    d
-                });
+                // A message requeued from an ended session already carries
+                // the time it first arrived.
+                if !stored.has_child("delay", ns::DELAY) {
+                    stored.append_child({
+                        let mut d = stanza::delay(host, &stanza::now_stamp());
+                        d.append_text("Offline Storage");
+                        d
+                    });
+                }
                 match self
                     .store
                     .push(host, user, &stream::serialize(&stored), self.quota)
