@@ -279,14 +279,8 @@ async def test_polling_session_with_hold_zero(bosh_server):
     assert (await bosh.terminate()).terminated, bosh.dump()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty request between SASL <success/> and the xmpp:restart request ends the session "
-    "(the server feeds its keepalive space to the c2s parser before the new stream's <?xml?> header: "
-    "not-well-formed), so polling clients (hold=0) can never log in",
-)
 @pytest.mark.parametrize("hold", [0, 1])
-async def test_empty_request_between_sasl_success_and_restart(bosh_server, hold):
+async def test_empty_request_between_sasl_success_and_restart_regression(bosh_server, hold):
     """XEP-0124 lets a client send an empty request at any time; a polling
     client (hold=0) must poll to even see <success/>. An empty request after
     SASL success and before the xmpp:restart request must not matter: the
@@ -574,13 +568,7 @@ async def test_bosh_over_https(server, verify):
         assert (await bosh.terminate()).terminated, bosh.dump()
 
 
-@pytest.mark.xfail(
-    strict=False,  # the bug is a race: the answer gets out in some runs, so the test cannot be strict
-    reason="BUG (intermittent): on SIGTERM the process exits as soon as the c2s sessions have ended, without "
-    "waiting for the HTTP handler holding the BOSH request to write its answer: in a good part of the runs "
-    "the held request gets no HTTP response at all (RemoteDisconnected) and never sees <system-shutdown/>",
-)
-async def test_sigterm_answers_held_request(bosh_server):
+async def test_sigterm_answers_held_request_regression(bosh_server):
     """SIGTERM while alice's request is held: as over TCP and WebSocket, she
     is told: the held request gets an HTTP answer carrying the
     system-shutdown stream error (in a plain or a terminate body), and the

@@ -2,6 +2,7 @@
 //! and session registry, the hook bus modules register on, configuration,
 //! and the storage and authentication traits that backends implement.
 
+pub mod archive_query;
 pub mod auth;
 pub mod c2s;
 pub mod component;

@@ -130,7 +130,9 @@ async fn build_components(config: &Config, stores: &Stores) -> Result<BuiltCompo
             },
             Some("muc") => {
                 let service = match muc_join_policy(c) {
-                    Ok(policy) => MucService::new(c, stores.muc.clone(), policy).await,
+                    Ok(policy) => {
+                        MucService::new(c, stores.muc.clone(), stores.archive.clone(), policy).await
+                    }
                     Err(e) => Err(e),
                 };
                 match service {
@@ -297,28 +299,31 @@ pub async fn run(config: Config) -> Result<()> {
     // One BOSH session table for every HTTP(S) listener.
     let bosh = BoshSessions::new(BoshLimits::from_config(g));
     let app = http::router(server.clone(), bosh, &host_routes, global_routes);
+    // Awaited at shutdown, so answers already decided (a held BOSH request
+    // told of the shutdown) are written before the process exits.
+    let mut http_tasks = Vec::new();
     for l in http_listeners {
         let (app, token) = (app.clone(), server.shutdown.clone());
-        tokio::spawn(async move {
+        http_tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<http::Peer>())
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
             {
                 error!(error = %e, "HTTP listener failed");
             }
-        });
+        }));
     }
     for l in https_listeners {
         let (app, token) = (app.clone(), server.shutdown.clone());
         let tls = http::tls_listener::TlsListener::new(server.clone(), l)?;
-        tokio::spawn(async move {
+        http_tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(tls, app.into_make_service_with_connect_info::<http::Peer>())
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
             {
                 error!(error = %e, "HTTPS listener failed");
             }
-        });
+        }));
     }
     write_listeners_file(&config, &addrs)?;
     info!(
@@ -347,6 +352,13 @@ pub async fn run(config: Config) -> Result<()> {
         .is_err()
     {
         warn!("some connections did not close in time");
+    }
+    let http_done = wait_all(http_tasks);
+    if tokio::time::timeout(Duration::from_secs(5), http_done)
+        .await
+        .is_err()
+    {
+        warn!("some HTTP requests did not finish in time");
     }
     backends.db.checkpoint().await.ok();
     info!("stopped");
@@ -459,5 +471,12 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, kind: Listener,
             }
             drop(permit);
         });
+    }
+}
+
+/// Waits for every task (their panics were already logged by tokio).
+async fn wait_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
     }
 }

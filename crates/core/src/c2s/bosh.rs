@@ -194,6 +194,7 @@ impl BoshSessions {
                 answered: VecDeque::new(),
                 ended: None,
                 stream_error: false,
+                bound: false,
                 last_seen: Instant::now(),
                 inactivity: limits.max_inactivity,
                 default_inactivity: limits.max_inactivity,
@@ -269,6 +270,9 @@ struct State {
     /// Set once the session ended: the terminate condition, if any.
     ended: Option<Option<&'static str>>,
     stream_error: bool,
+    /// A resource is bound: no stream restart can follow, so whitespace
+    /// keepalives are safe (between documents even a space is an error).
+    bound: bool,
     /// Last request or answer; inactivity counts from here.
     last_seen: Instant,
     inactivity: Duration,
@@ -357,7 +361,7 @@ impl Session {
             if body.attr_ns(NS_XBOSH, "restart") == Some("true") {
                 let lang = body.attr_ns(NS_XML, "lang").unwrap_or("en");
                 payload = stream_header(&self.host, lang);
-            } else if payload.is_empty() {
+            } else if payload.is_empty() && st.bound {
                 // An empty poll is still the client's sign of life, which
                 // the connection's idle ping would otherwise miss.
                 payload.push(b' ');
@@ -513,6 +517,7 @@ impl Session {
                             ServerOutput::Open { .. } => {}
                             ServerOutput::Element(el) => {
                                 st.stream_error |= el.is("error", ns::STREAM);
+                                st.bound |= el.is("iq", ns::CLIENT) && el.has_child("bind", ns::BIND);
                                 st.outbound.push(frame_of(&el));
                             }
                             ServerOutput::Close => {}

@@ -8,13 +8,13 @@
 //! `archive_expires_after` (Prosody's option names and defaults).
 
 mod prefs;
-mod query;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use jackdaw_core::archive_query;
 use jackdaw_core::hooks::{IqHandler, IqRequest, IqType, MessageFilter};
 use jackdaw_core::jid::{BareJid, Jid};
 use jackdaw_core::minidom::Element;
@@ -150,21 +150,6 @@ pub struct Mam {
     next_expiry: Mutex<Instant>,
 }
 
-/// Microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-/// A fresh archive id: unique, unguessable, URL-safe.
-fn new_archive_id() -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::thread_rng().r#gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// XEP-0313 §5 with XEP-0334 hints: what goes into a user's archive.
 pub fn worth_archiving(message: &Element) -> bool {
     if message.has_child("no-store", ns::HINTS) || message.has_child("no-permanent-store", ns::HINTS) {
@@ -224,7 +209,7 @@ impl Mam {
     async fn archive(&self, owner: &BareJid, with: &str, id: String, message: &Element) {
         let entry = ArchivedMessage {
             id,
-            timestamp: now_micros(),
+            timestamp: archive_query::now_micros(),
             with: with.to_string(),
             stanza: stream::serialize(message),
         };
@@ -246,7 +231,7 @@ impl Mam {
             *next = Instant::now() + EXPIRY_INTERVAL;
         }
         let store = self.store.clone();
-        let cutoff = now_micros() - keep.as_micros() as i64;
+        let cutoff = archive_query::now_micros() - keep.as_micros() as i64;
         tokio::spawn(async move {
             match store.expire(cutoff).await {
                 Ok(0) => {}
@@ -268,7 +253,8 @@ impl MessageFilter for Mam {
         };
         let owner = session.bare();
         if self.wanted(server, &owner, &to.to_bare()).await {
-            self.archive(&owner, to.as_str(), new_archive_id(), message).await;
+            self.archive(&owner, to.as_str(), archive_query::new_archive_id(), message)
+                .await;
         }
     }
 
@@ -284,7 +270,7 @@ impl MessageFilter for Mam {
         if !self.wanted(server, to, &from.to_bare()).await || !account_exists(server, to).await {
             return;
         }
-        let id = new_archive_id();
+        let id = archive_query::new_archive_id();
         let mut stamp = Element::bare("stanza-id", ns::STANZA_ID);
         stanza::set_attr(&mut stamp, "id", id.as_str());
         stanza::set_attr(&mut stamp, "by", to.as_str());
@@ -351,12 +337,24 @@ impl IqHandler for Mam {
             IqType::Set
         };
         match (req.payload.name(), kind) {
-            ("query", IqType::Get) => Ok(Some(query::form())),
+            ("query", IqType::Get) => Ok(Some(archive_query::form())),
             ("query", IqType::Set) => {
                 let Some(session) = req.session else {
                     return Err(StanzaError::not_allowed());
                 };
-                query::run(self, session, &owner, req.payload).await.map(Some)
+                let (results, fin) = archive_query::run(
+                    self.store.as_ref(),
+                    self.max_results,
+                    owner.as_str(),
+                    &session.jid.to_string(),
+                    req.payload,
+                )
+                .await?;
+                // The results reach the session before the IQ result.
+                for r in results {
+                    session.send(r);
+                }
+                Ok(Some(fin))
             }
             ("prefs", IqType::Get) => Ok(Some(self.prefs_of(owner.as_str()).await.to_element())),
             ("prefs", IqType::Set) => {

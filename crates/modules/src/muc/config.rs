@@ -12,6 +12,7 @@ pub const OPTIONS: &[&str] = &[
     "muc_room_locking",
     "muc_max_occupants",
     "restrict_room_creation",
+    "max_archive_query_results",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +42,13 @@ pub struct Config {
     /// may create rooms.
     #[serde(default)]
     pub restrict_room_creation: Option<toml::Value>,
+    /// Largest page of a room archive query (XEP-0313).
+    #[serde(default = "default_max_archive_results")]
+    pub max_archive_query_results: usize,
+}
+
+fn default_max_archive_results() -> usize {
+    50
 }
 
 fn default_history() -> usize {

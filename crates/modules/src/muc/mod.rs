@@ -15,13 +15,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use jackdaw_core::archive_query;
 use jackdaw_core::component::Component;
 use jackdaw_core::config::ComponentConfig;
 use jackdaw_core::jid::{BareJid, FullJid, Jid};
 use jackdaw_core::minidom::Element;
 use jackdaw_core::server::Server;
 use jackdaw_core::stanza::{self, ErrorType, StanzaError};
-use jackdaw_core::storage::MucStore;
+use jackdaw_core::storage::{ArchiveStore, ArchivedMessage, MucStore};
 use jackdaw_core::stream::ns;
 use tracing::{debug, error, info};
 
@@ -43,6 +44,8 @@ pub trait JoinPolicy: Send + Sync {
 #[derive(Default)]
 struct Out {
     stanzas: Vec<Element>,
+    /// Messages for the room archive (XEP-0313), by room JID.
+    archived: Vec<(String, ArchivedMessage)>,
     /// Some(Some(json)) = save the room, Some(None) = delete it.
     persist: Option<(String, Option<String>)>,
 }
@@ -57,6 +60,7 @@ pub struct MucService {
     domain: String,
     config: Config,
     store: Arc<dyn MucStore>,
+    archive: Arc<dyn ArchiveStore>,
     rooms: Mutex<HashMap<String, Room>>,
     join_policy: Option<Arc<dyn JoinPolicy>>,
     /// Own handle, so a join waiting for the web app runs in its own task.
@@ -130,6 +134,7 @@ impl MucService {
     pub async fn new(
         component: &ComponentConfig,
         store: Arc<dyn MucStore>,
+        archive: Arc<dyn ArchiveStore>,
         join_policy: Option<Arc<dyn JoinPolicy>>,
     ) -> Result<Arc<Self>, String> {
         let config: Config = component.module_config()?;
@@ -165,6 +170,7 @@ impl MucService {
             domain: component.name.clone(),
             config,
             store,
+            archive,
             rooms: Mutex::new(rooms),
             join_policy,
             me: me.clone(),
@@ -198,6 +204,11 @@ impl MucService {
     }
 
     async fn finish(&self, server: &Server, out: Out) {
+        for (owner, message) in &out.archived {
+            if let Err(e) = self.archive.append(owner, message).await {
+                error!(room = %owner, error = %e, "cannot archive a room message");
+            }
+        }
         for el in out.stanzas {
             server.route(el, None).await;
         }
@@ -250,6 +261,11 @@ impl Component for MucService {
                 if stanza::iq_payload(&stanza).is_some_and(|p| p.is("query", ns::REGISTER)) =>
             {
                 self.register(&stanza, &from, &node, &mut out).await
+            }
+            ("iq", Some(node), None)
+                if stanza::iq_payload(&stanza).is_some_and(|p| p.is("query", ns::MAM)) =>
+            {
+                self.room_archive_query(&stanza, &from, &node, &mut out).await
             }
             ("iq", Some(node), None) => self.room_iq(&stanza, &from, &node, &mut out),
             ("iq", Some(node), Some(nick)) => self.occupant_iq(&stanza, &from, &node, &nick, &mut out),
@@ -469,6 +485,48 @@ impl MucService {
             Some(_) => Err(StanzaError::service_unavailable()),
         };
         drop(rooms);
+        Self::reply(out, iq, result);
+    }
+
+    /// XEP-0313 queries on the room archive: anyone not banned may read
+    /// an open room's history, only members a members-only room's.
+    async fn room_archive_query(&self, iq: &Element, from: &Jid, node: &str, out: &mut Out) {
+        let bare = from.to_bare().to_string();
+        let allowed = match self.lock().get(node) {
+            None => Err(StanzaError::item_not_found()),
+            Some(room) => {
+                let affiliation = room.affiliation(&bare);
+                if affiliation == Affiliation::Outcast
+                    || (room.stored.config.members_only && affiliation < Affiliation::Member)
+                {
+                    Err(StanzaError::forbidden())
+                } else {
+                    Ok(room.jid.clone())
+                }
+            }
+        };
+        let result = match (allowed, iq.attr("type"), stanza::iq_payload(iq)) {
+            (Err(e), _, _) => Err(e),
+            (Ok(_), Some("get"), _) => Ok(Some(archive_query::form())),
+            (Ok(room_jid), Some("set"), Some(query)) => {
+                match archive_query::run(
+                    self.archive.as_ref(),
+                    self.config.max_archive_query_results,
+                    &room_jid,
+                    from.as_str(),
+                    query,
+                )
+                .await
+                {
+                    Ok((results, fin)) => {
+                        out.stanzas.extend(results);
+                        Ok(Some(fin))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Err(StanzaError::bad_request()),
+        };
         Self::reply(out, iq, result);
     }
 
@@ -1132,6 +1190,24 @@ impl MucService {
         stanza::set_attr(&mut message, "from", room.occupant_jid(&nick));
         stanza::remove_attr(&mut message, "to");
         if m.has_child("body", ns::CLIENT) {
+            // The room archive (XEP-0313 §5.1.2): its id reaches every
+            // occupant as a stanza-id by the room (XEP-0359); a sender's
+            // claim to one is dropped.
+            stanza::remove_children(&mut message, "stanza-id", ns::STANZA_ID);
+            let id = archive_query::new_archive_id();
+            let mut stamp = Element::bare("stanza-id", ns::STANZA_ID);
+            stanza::set_attr(&mut stamp, "id", id.as_str());
+            stanza::set_attr(&mut stamp, "by", room.jid.as_str());
+            message.append_child(stamp);
+            out.archived.push((
+                room.jid.clone(),
+                ArchivedMessage {
+                    id,
+                    timestamp: archive_query::now_micros(),
+                    with: room.occupant_jid(&nick),
+                    stanza: jackdaw_core::stream::serialize(&message),
+                },
+            ));
             room.remember(message.clone(), now_secs());
         }
         for o in &room.occupants {
@@ -1254,6 +1330,8 @@ fn room_info(room: &Room) -> Element {
         NS_MUC,
         ns::PING,
         ns::REGISTER,
+        ns::MAM,
+        ns::STANZA_ID,
         if c.persistent {
             "muc_persistent"
         } else {

@@ -1,18 +1,31 @@
-//! Archive queries (XEP-0313 §4): the search form, its filters, XEP-0059
-//! paging, and the results sent to the querying resource before `<fin/>`.
+//! Archive queries (XEP-0313 §4), shared by user archives (module `mam`)
+//! and room archives (module `muc`): the search form, its filters, XEP-0059
+//! paging, and the result messages that precede the `<fin/>`.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
-use jackdaw_core::jid::{BareJid, Jid};
-use jackdaw_core::minidom::Element;
-use jackdaw_core::session::Session;
-use jackdaw_core::stanza::{self, StanzaError};
-use jackdaw_core::storage::{ArchivePage, ArchiveQuery};
-use jackdaw_core::stream::ns;
+use jid::Jid;
+use minidom::Element;
 use tracing::error;
 
-use super::Mam;
+use crate::stanza::{self, StanzaError};
+use crate::storage::{ArchivePage, ArchiveQuery, ArchiveStore};
+use crate::stream::ns;
+
+/// Microseconds since the Unix epoch: archive timestamps.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh archive id (also the XEP-0359 stanza-id): unique, unguessable.
+pub fn new_archive_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::thread_rng().r#gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 const XDATA_VALIDATE: &str = "http://jabber.org/protocol/xdata-validate";
 
@@ -121,15 +134,17 @@ fn parse(query: &Element, max_results: usize) -> Result<ArchiveQuery, StanzaErro
     Ok(q)
 }
 
-/// Runs a query: each result goes to the session, then the `<fin/>`.
+/// Runs a query on `owner`'s archive for the full JID `to`: the result
+/// messages, to send in order before the returned `<fin/>`.
 pub async fn run(
-    mam: &Mam,
-    session: &Arc<Session>,
-    owner: &BareJid,
+    store: &dyn ArchiveStore,
+    max_results: usize,
+    owner: &str,
+    to: &str,
     query: &Element,
-) -> Result<Element, StanzaError> {
-    let q = parse(query, mam.max_results)?;
-    let page = match mam.store.query(owner.as_str(), &q).await {
+) -> Result<(Vec<Element>, Element), StanzaError> {
+    let q = parse(query, max_results)?;
+    let page = match store.query(owner, &q).await {
         Ok(Some(page)) => page,
         Ok(None) => return Err(StanzaError::item_not_found().with_text("no such archive id")),
         Err(e) => {
@@ -143,6 +158,7 @@ pub async fn run(
     if flip {
         messages.reverse();
     }
+    let mut results = Vec::with_capacity(messages.len());
     for m in messages {
         let Ok(original) = m.stanza.parse::<Element>() else {
             error!(id = %m.id, "unreadable archived message skipped");
@@ -159,14 +175,11 @@ pub async fn run(
         forwarded.append_child(delay);
         forwarded.append_child(original);
         result.append_child(forwarded);
-        let mut wrapper = stanza::new_stanza(
-            "message",
-            &[("from", owner.as_str()), ("to", &session.jid.to_string())],
-        );
+        let mut wrapper = stanza::new_stanza("message", &[("from", owner), ("to", to)]);
         wrapper.append_child(result);
-        session.send(wrapper);
+        results.push(wrapper);
     }
-    Ok(fin(&page, flip))
+    Ok((results, fin(&page, flip)))
 }
 
 fn fin(page: &ArchivePage, flip: bool) -> Element {
