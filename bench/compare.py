@@ -854,6 +854,37 @@ def fmt(v: float | None, unit: str) -> str:
     return f"{v:,.0f}{unit}"
 
 
+def load_results(directory: Path) -> tuple[dict, float | None, list[str]]:
+    """The per-server results of an earlier run, from its JSON files (for
+    --report: print the table again without measuring again)."""
+    summary = json.loads((directory / "summary.json").read_text())
+    out: dict = {}
+    for name, version in summary["versions"].items():
+        r: dict = {"version": version}
+
+        def one(tag: str) -> dict | None:
+            f = directory / f"{name}-{tag}.json"
+            return json.loads(f.read_text()) if f.exists() else None
+
+        for key, tag in (("register", "register"), ("login", "login"), ("login_http", "login-http"),
+                         ("chat_half", "chat-half"), ("muc", "muc")):
+            if (v := one(tag)) is not None:
+                r[key] = v
+        idle = sorted(directory.glob(f"{name}-idle-*.json"))
+        if idle:
+            r["idle"] = json.loads(idle[-1].read_text())
+        steps = []
+        for f in directory.glob(f"{name}-chat-*.json"):
+            if f.stem.rsplit("-", 1)[1].isdigit():
+                step = json.loads(f.read_text())
+                step["_offered"] = float(f.stem.rsplit("-", 1)[1])
+                steps.append(step)
+        r["chat_steps"] = sorted(steps, key=lambda x: x["_offered"])
+        out[name] = r
+    order = [n for n in ("jackdaw", "prosody", "ejabberd") if n in out]
+    return out, summary.get("half_rate"), order
+
+
 def table(results: dict, order: list[str], half_rate: float | None) -> str:
     figs = {name: figures(results[name]) for name in order}
     names = {"jackdaw": "Jackdaw", "prosody": "Prosody", "ejabberd": "ejabberd"}
@@ -863,9 +894,17 @@ def table(results: dict, order: list[str], half_rate: float | None) -> str:
     for key, label, unit, _higher, target in ROWS:
         if key == "chat_half_p99" and half_rate is not None:
             label += f" ({half_rate:,.0f}/s)"
+        if key == "muc":
+            m = next((results[n]["muc"] for n in order if (results[n].get("muc") or {}).get("muc")), None)
+            if m:
+                posted = m["config"]["rate"] * m["muc"]["senders"]
+                label += (f" ({m['muc']['sessions']} occupants, {posted:g} msg/s posted = "
+                          f"{posted * m['muc']['sessions']:,.0f}/s expected)")
         vals = [figs[n][key][0] for n in order]
         j, p = figs["jackdaw"][key][0], figs.get("prosody", {}).get(key, (None, ""))[0]
-        ratio = f"{j / p:.2f}×" if j is not None and p else "–"
+        ratio = "–"
+        if j is not None and p:
+            ratio = f"{j / p:.2f}×" if j / p >= 0.1 else f"{j / p:.4f}×"
         met = ""
         if target and j is not None and (p is not None or "Prosody" not in target[0]):
             met = "yes" if target[1](j, p or 0) else "no"
@@ -901,7 +940,14 @@ def main() -> int:
                     help="SASL mechanism of the internal-auth runs (Prosody 0.12 has no SCRAM-SHA-256)")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP-auth login run")
     ap.add_argument("--no-muc", action="store_true", help="skip the MUC run")
+    ap.add_argument("--report", type=Path, metavar="RESULTS_DIR",
+                    help="measure nothing: print the table of an earlier run from its JSON files")
     args = ap.parse_args()
+
+    if args.report:
+        res, half, order = load_results(args.report)
+        print(table(res, order, half), end="")
+        return 0
 
     scale = QUICK if args.quick else FULL
     if args.idle_sessions:
@@ -947,6 +993,12 @@ def main() -> int:
     os.chmod(work, 0o755)  # ejabberd runs as its own user and must reach its dir
     print(f"compare: results in {results}, server dirs in {work}")
     load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        # Other work on the two cores shows up in every figure; jackdaw-load
+        # measures it per run (other_cpu_percent) and the end lists the runs
+        # it spoiled.
+        print(f"compare: warning: load average {load_before[0]:.2f} before the start; "
+              "other processes will compete with the server and the generator")
 
     web_port = args.base_port + 300
     auth_url = f"http://127.0.0.1:{web_port}/auth"
