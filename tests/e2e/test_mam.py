@@ -278,12 +278,7 @@ async def test_forked_and_carboned_message_archived_once(server):
         assert set(page.ids) == ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: the <sent/> carbon of an archived outgoing message has no <stanza-id by=sender/> "
-    "(XEP-0313 'Communicating the archive ID', SHOULD), so the sender's other resources cannot learn its archive id",
-)
-async def test_sent_carbon_carries_the_senders_archive_id(server):
+async def test_sent_carbon_carries_the_senders_archive_id_regression(server):
     """XEP-0313 'Communicating the archive ID': the recipient must not see the sender's archive id, but
     the server "SHOULD include the element as a child of the forwarded message
     when using XEP-0280": alice/desk's ``<sent/>`` carbon names the id under
@@ -300,12 +295,7 @@ async def test_sent_carbon_carries_the_senders_archive_id(server):
         assert [s.get("id") for s in inner.findall(f"{{{NS_SID}}}stanza-id") if s.get("by") == ALICE] == page.ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a message a user sends to their own bare JID is archived twice in their archive "
-    "(once by the outgoing filter, once by the incoming one)",
-)
-async def test_note_to_self_archived_once(server):
+async def test_note_to_self_archived_once_regression(server):
     """alice/phone writes to alice@localhost (a note to self): her archive
     holds it once (XEP-0313 'User Archives'), found with ``with`` = her own JID."""
     async with users(server, ("alice", "phone"), ("alice", "desk")) as (phone, desk):
@@ -572,12 +562,7 @@ async def test_ids_and_after_before_id_filters(server):
         assert paged.count == 6 and paged.first_index == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an 'ids' value naming no archived message is silently ignored (empty or partial result) "
-    "instead of item-not-found (XEP-0313 'Limiting results by id')",
-)
-async def test_unknown_id_in_ids_filter_is_item_not_found(server):
+async def test_unknown_id_in_ids_filter_is_item_not_found_regression(server):
     """XEP-0313 'Limiting results by id': "If any UID requested by the client in any of the
     'before-id', 'after-id' or 'ids' form fields is not present in the
     archive, the server MUST return an item-not-found error"."""
@@ -590,12 +575,7 @@ async def test_unknown_id_in_ids_filter_is_item_not_found(server):
             assert condition(error.value) == "item-not-found", ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: urn:xmpp:mam:2#extended is advertised but <metadata xmlns='urn:xmpp:mam:2'/> (required by "
-    "#extended, XEP-0313 'Archive metadata' and 'Determining support') answers feature-not-implemented",
-)
-async def test_archive_metadata(server):
+async def test_archive_metadata_regression(server):
     """An account advertising urn:xmpp:mam:2#extended answers an iq get of
     ``<metadata/>`` with the first and last archived ids and stamps
     (slixmpp's xep_0313.get_archive_metadata)."""
@@ -807,12 +787,7 @@ async def test_room_messages_not_in_user_archive(muc_server):
         assert (await query_all(bob)).bodies == ["direct"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stanzas to a component domain (rooms.localhost) are handed to the component before the "
-    "message filters run, so a user's own private message to room/nick is not archived (only the replies are)",
-)
-async def test_room_private_messages_archived_both_ways(muc_server):
+async def test_room_private_messages_archived_both_ways_regression(muc_server):
     """A private conversation through a room (type chat to room/nick, XEP-0045
     'Sending a Private Message') is chat with a body: the user's archive keeps both what they sent
     and what they received (XEP-0313 'User Archives'), under ``with`` = room/nick."""

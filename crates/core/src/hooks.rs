@@ -119,9 +119,9 @@ pub trait MessageFilter: Send + Sync {
     /// A message for the local account `to`, before delivery (to a
     /// resource, or offline storage).
     async fn incoming(&self, _server: &Server, _to: &BareJid, _stanza: &mut Element) {}
-    /// An incoming message was handed to these sessions of `to` (none when
-    /// no resource took it).
-    fn delivered(&self, _server: &Server, _to: &BareJid, _stanza: &Element, _sessions: &[Arc<Session>]) {}
+    /// An incoming message is about to be handed to these sessions of `to`;
+    /// last chance to amend it (carbons strip `<private/>` here).
+    fn delivered(&self, _server: &Server, _to: &BareJid, _stanza: &mut Element, _sessions: &[Arc<Session>]) {}
 }
 
 /// The hooks and features of one virtual host.

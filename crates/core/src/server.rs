@@ -89,6 +89,17 @@ impl Server {
             self.route_presence(stanza, to, origin).await;
             return;
         }
+        // A client's own message goes through the message filters (archive,
+        // carbons), wherever it is going: a contact, a room, a bot.
+        let mut stanza = stanza;
+        if kind == StanzaKind::Message
+            && let Some(session) = origin
+            && let Some(host) = self.host(session.jid.domain().as_str())
+        {
+            for filter in host.hooks.message_filters() {
+                filter.outgoing(self, session, &mut stanza).await;
+            }
+        }
         if let Some(to) = &to
             && let Some(component) = self.components.get(to.domain().as_str())
         {
@@ -106,17 +117,7 @@ impl Server {
         }
         match kind {
             StanzaKind::Presence => self.route_presence(stanza, to, origin).await,
-            StanzaKind::Message => {
-                let mut stanza = stanza;
-                if let Some(session) = origin
-                    && let Some(host) = self.host(session.jid.domain().as_str())
-                {
-                    for filter in host.hooks.message_filters() {
-                        filter.outgoing(self, session, &mut stanza).await;
-                    }
-                }
-                self.route_message(stanza, to).await
-            }
+            StanzaKind::Message => self.route_message(stanza, to).await,
             StanzaKind::Iq => self.route_iq(stanza, to, origin).await,
         }
     }
@@ -221,7 +222,7 @@ impl Server {
                 if let Some(s) = self.sessions.get(&full) {
                     let delivered = [s];
                     for filter in filters {
-                        filter.delivered(self, &bare, &stanza, &delivered);
+                        filter.delivered(self, &bare, &mut stanza, &delivered);
                     }
                     let [s] = delivered;
                     s.send(stanza);
@@ -242,7 +243,7 @@ impl Server {
     }
 
     /// RFC 6121 §8.5.2: a message for a local bare JID.
-    async fn deliver_message_to_bare(&self, stanza: Element, bare: &BareJid, msg_type: &str) {
+    async fn deliver_message_to_bare(&self, mut stanza: Element, bare: &BareJid, msg_type: &str) {
         let resources: Vec<Arc<Session>> = self
             .sessions
             .resources(bare)
@@ -263,7 +264,7 @@ impl Server {
             if let Some(host) = self.host(bare.domain().as_str()) {
                 let sessions: Vec<Arc<Session>> = targets.iter().map(|s| Arc::clone(s)).collect();
                 for filter in host.hooks.message_filters() {
-                    filter.delivered(self, bare, &stanza, &sessions);
+                    filter.delivered(self, bare, &mut stanza, &sessions);
                 }
             }
             // The last target takes the stanza itself: no copy in the common

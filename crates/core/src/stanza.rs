@@ -152,6 +152,26 @@ pub fn remove_children(el: &mut Element, name: &str, ns: &str) {
     while el.remove_child(name, ns).is_some() {}
 }
 
+/// Removes every child for which `unwanted` is true (minidom removes by
+/// name only), keeping text and order.
+pub fn remove_children_where(el: &mut Element, unwanted: impl Fn(&Element) -> bool) {
+    if !el.children().any(&unwanted) {
+        return;
+    }
+    let mut kept = Element::bare(el.name(), el.ns());
+    *kept.attrs_mut() = el.attrs().clone();
+    for node in el.nodes() {
+        match node {
+            minidom::Node::Element(child) if unwanted(child) => {}
+            minidom::Node::Element(child) => {
+                kept.append_child(child.clone());
+            }
+            minidom::Node::Text(t) => kept.append_text(t.clone()),
+        }
+    }
+    *el = kept;
+}
+
 /// Builds a stanza of `kind` with the given attributes.
 pub fn new_stanza(name: &str, attrs: &[(&str, &str)]) -> Element {
     let mut el = Element::bare(name, ns::CLIENT);

@@ -42,8 +42,10 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     ("ping", true, ping::OPTIONS, ping::init),
     ("version", true, version::OPTIONS, version::init),
     ("register", true, register::OPTIONS, register::init),
-    ("carbons", true, carbons::OPTIONS, carbons::init),
+    // mam before carbons: the archive id of a sent message travels in its
+    // <sent/> carbon (message filters run in load order).
     ("mam", true, mam::OPTIONS, mam::init),
+    ("carbons", true, carbons::OPTIONS, carbons::init),
     (
         "http_roster_admin",
         false,

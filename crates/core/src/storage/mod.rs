@@ -229,7 +229,8 @@ pub struct ArchivePage {
 pub trait ArchiveStore: Send + Sync {
     /// Appends a message; the id must be unique.
     async fn append(&self, owner: &str, message: &ArchivedMessage) -> StorageResult<()>;
-    /// `Ok(None)` when `after_id`/`before_id` names no message of the owner.
+    /// `Ok(None)` when `after_id`, `before_id`, a page cursor or one of
+    /// `ids` names no message of the owner.
     async fn query(&self, owner: &str, query: &ArchiveQuery) -> StorageResult<Option<ArchivePage>>;
     /// The owner's preferences document (opaque to the store).
     async fn prefs(&self, owner: &str) -> StorageResult<Option<String>>;

@@ -130,20 +130,26 @@ impl Hook for Carbons {
 #[async_trait]
 impl MessageFilter for Carbons {
     async fn outgoing(&self, server: &Server, session: &Arc<Session>, message: &mut Element) {
-        let copy = eligible(message);
-        // §7: <private/> is for the sending client and its server only.
-        if message.has_child("private", ns::CARBONS) {
-            stanza::remove_children(message, "private", ns::CARBONS);
+        // `<private/>` stays on until delivery, so the recipient's side
+        // (this server too) does not copy it either.
+        let owner = session.bare();
+        if eligible(message) {
+            self.copy_to(server, &owner, message, "sent", &[session.id]);
         }
-        if copy {
-            self.copy_to(server, &session.bare(), message, "sent", &[session.id]);
-        }
+        // The sender's archive id (from mam) was for the copies only.
+        stanza::remove_children_where(message, |c| {
+            c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(owner.as_str())
+        });
     }
 
-    fn delivered(&self, server: &Server, to: &BareJid, message: &Element, sessions: &[Arc<Session>]) {
+    fn delivered(&self, server: &Server, to: &BareJid, message: &mut Element, sessions: &[Arc<Session>]) {
         if eligible(message) {
             let skip: Vec<u64> = sessions.iter().map(|s| s.id).collect();
             self.copy_to(server, to, message, "received", &skip);
+        }
+        // §6: the hint is for the servers; the recipient does not see it.
+        if message.has_child("private", ns::CARBONS) {
+            stanza::remove_children(message, "private", ns::CARBONS);
         }
     }
 }

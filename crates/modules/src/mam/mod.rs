@@ -253,8 +253,16 @@ impl MessageFilter for Mam {
         };
         let owner = session.bare();
         if self.wanted(server, &owner, &to.to_bare()).await {
-            self.archive(&owner, to.as_str(), archive_query::new_archive_id(), message)
-                .await;
+            // XEP-0313 §5.1.1: the sender's other resources learn the
+            // archive id from the <sent/> carbon, which copies it from here
+            // (carbons then strip it: it is not the recipient's business).
+            strip_stanza_ids_by(message, owner.as_str());
+            let id = archive_query::new_archive_id();
+            let mut stamp = Element::bare("stanza-id", ns::STANZA_ID);
+            stanza::set_attr(&mut stamp, "id", id.as_str());
+            stanza::set_attr(&mut stamp, "by", owner.as_str());
+            message.append_child(stamp);
+            self.archive(&owner, to.as_str(), id, message).await;
         }
     }
 
@@ -267,6 +275,10 @@ impl MessageFilter for Mam {
         let Some(from) = message.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return;
         };
+        // A note to self is in the archive once, as sent.
+        if from.to_bare() == *to {
+            return;
+        }
         if !self.wanted(server, to, &from.to_bare()).await || !account_exists(server, to).await {
             return;
         }
@@ -294,30 +306,48 @@ async fn account_exists(server: &Server, account: &BareJid) -> bool {
 }
 
 fn strip_stanza_ids_by(message: &mut Element, by: &str) {
-    let forged: Vec<usize> = message
-        .children()
-        .enumerate()
-        .filter(|(_, c)| c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(by))
-        .map(|(i, _)| i)
-        .collect();
-    if forged.is_empty() {
-        return;
-    }
-    let mut clean = Element::bare(message.name(), message.ns());
-    *clean.attrs_mut() = message.attrs().clone();
-    let mut index = 0;
-    for node in message.nodes() {
-        match node {
-            jackdaw_core::minidom::Node::Element(child) => {
-                if !forged.contains(&index) {
-                    clean.append_child(child.clone());
-                }
-                index += 1;
+    stanza::remove_children_where(message, |c| {
+        c.is("stanza-id", ns::STANZA_ID) && c.attr("by") == Some(by)
+    });
+}
+
+impl Mam {
+    /// XEP-0313 §7.2 (required with #extended): the archive's first and
+    /// last message.
+    async fn metadata(&self, owner: &str) -> Result<Element, StanzaError> {
+        let failed = |e: jackdaw_core::storage::StorageError| {
+            error!(error = %e, "archive metadata query failed");
+            StanzaError::internal_server_error()
+        };
+        let ends = [
+            (
+                "start",
+                jackdaw_core::storage::ArchiveQuery {
+                    max: 1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "end",
+                jackdaw_core::storage::ArchiveQuery {
+                    max: 1,
+                    page_before: Some(String::new()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        let mut metadata = Element::bare("metadata", ns::MAM);
+        for (name, query) in ends {
+            let page = self.store.query(owner, &query).await.map_err(failed)?;
+            if let Some(m) = page.and_then(|p| p.messages.into_iter().next()) {
+                let mut el = Element::bare(name, ns::MAM);
+                stanza::set_attr(&mut el, "id", m.id.as_str());
+                stanza::set_attr(&mut el, "timestamp", archive_query::format_micros(m.timestamp));
+                metadata.append_child(el);
             }
-            jackdaw_core::minidom::Node::Text(t) => clean.append_text(t.clone()),
         }
+        Ok(metadata)
     }
-    *message = clean;
 }
 
 #[async_trait]
@@ -356,6 +386,7 @@ impl IqHandler for Mam {
                 }
                 Ok(Some(fin))
             }
+            ("metadata", IqType::Get) => self.metadata(owner.as_str()).await.map(Some),
             ("prefs", IqType::Get) => Ok(Some(self.prefs_of(owner.as_str()).await.to_element())),
             ("prefs", IqType::Set) => {
                 let prefs = Prefs::from_element(req.payload).ok_or_else(StanzaError::bad_request)?;
