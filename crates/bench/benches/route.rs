@@ -96,6 +96,7 @@ fn build_server(dir: &tempfile::TempDir) -> Arc<Server> {
         self_ref: self_ref.clone(),
         auth_limiter,
         resumable: Default::default(),
+        pending_iqs: Default::default(),
         sessions: SessionRegistry::default(),
         components: ComponentRegistry::default(),
         metrics: Arc::new(Metrics::default()),

@@ -79,6 +79,26 @@ pub enum Event<'a> {
     PresenceIn { to: &'a Jid, stanza: &'a Element },
     /// A message for a local account with no resource to take it.
     MessageOffline { to: &'a BareJid, stanza: &'a Element },
+    /// A XEP-0198 session lost its connection and hibernates, holding
+    /// `queued` stanzas its client never acknowledged.
+    Hibernating {
+        session: &'a Arc<Session>,
+        queued: &'a [Element],
+    },
+    /// A stanza reached a hibernating session's queue.
+    QueuedWhileHibernating {
+        session: &'a Arc<Session>,
+        stanza: &'a Element,
+    },
+    /// The client has not acknowledged `unacked` stanzas within
+    /// `smacks_max_ack_delay`: it may be asleep.
+    AckDelayed {
+        session: &'a Arc<Session>,
+        unacked: &'a [Element],
+    },
+    /// Any module asks for a push notification to the account's devices
+    /// (Prosody's `cloud-notify-ping`).
+    NotifyPing { account: &'a BareJid },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +109,10 @@ pub enum EventKind {
     PresenceOut,
     PresenceIn,
     MessageOffline,
+    Hibernating,
+    QueuedWhileHibernating,
+    AckDelayed,
+    NotifyPing,
 }
 
 impl Event<'_> {
@@ -100,6 +124,10 @@ impl Event<'_> {
             Event::PresenceOut { .. } => EventKind::PresenceOut,
             Event::PresenceIn { .. } => EventKind::PresenceIn,
             Event::MessageOffline { .. } => EventKind::MessageOffline,
+            Event::Hibernating { .. } => EventKind::Hibernating,
+            Event::QueuedWhileHibernating { .. } => EventKind::QueuedWhileHibernating,
+            Event::AckDelayed { .. } => EventKind::AckDelayed,
+            Event::NotifyPing { .. } => EventKind::NotifyPing,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Server {
     pub stores: Stores,
     pub tls: Tls,
     pub auth_limiter: AuthRateLimiter,
+    /// IQs the server sent and waits answers for (push notifications).
+    pub pending_iqs: PendingIqs,
     /// XEP-0198 sessions that may be resumed.
     pub resumable: crate::c2s::stream_management::ResumableSessions,
     pub metrics: Arc<Metrics>,
@@ -53,7 +55,53 @@ pub struct Server {
     pub self_ref: std::sync::Weak<Server>,
 }
 
+/// Answers awaited for IQs the server sent on its own or an account's
+/// behalf, by id; only the entity asked may answer.
+#[derive(Default)]
+pub struct PendingIqs {
+    waiting: std::sync::Mutex<HashMap<String, (String, tokio::sync::oneshot::Sender<Element>)>>,
+}
+
+impl PendingIqs {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, tokio::sync::oneshot::Sender<Element>)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands a result or error to whoever waits for it; false if nobody
+    /// does.
+    pub fn answer(&self, iq: &Element) -> bool {
+        let Some(id) = iq.attr("id") else { return false };
+        let mut map = self.map();
+        let expected = map.get(id).map(|(from, _)| from.as_str());
+        if expected.is_none() || expected != iq.attr("from") {
+            return false;
+        }
+        match map.remove(id) {
+            Some((_, tx)) => tx.send(iq.clone()).is_ok(),
+            None => false,
+        }
+    }
+}
+
 impl Server {
+    /// Sends an IQ get/set (its `from` set by the caller) and waits for the
+    /// answer; `None` after `wait` or if it cannot be routed.
+    pub async fn request_iq(&self, mut iq: Element, wait: std::time::Duration) -> Option<Element> {
+        use rand::Rng;
+        let bytes: [u8; 12] = rand::thread_rng().r#gen();
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        stanza::set_attr(&mut iq, "id", id.as_str());
+        let to = iq.attr("to")?.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pending_iqs.map().insert(id.clone(), (to, tx));
+        self.route(iq, None).await;
+        let answer = tokio::time::timeout(wait, rx).await.ok().and_then(Result::ok);
+        self.pending_iqs.map().remove(&id);
+        answer
+    }
+
     /// A strong handle, for tasks spawned from hooks.
     pub fn arc(&self) -> Option<Arc<Server>> {
         self.self_ref.upgrade()
@@ -133,6 +181,11 @@ impl Server {
     /// Delivers a server-generated stanza to the local full JID in `to`,
     /// without delivery rules (replies to IQs, errors, pushes).
     pub fn deliver_direct(&self, stanza: Element) -> bool {
+        // An error for an IQ the server sent itself (an unreachable push
+        // service) goes to whoever waits for it.
+        if stanza.name() == "iq" && stanza::is_error(&stanza) && self.pending_iqs.answer(&stanza) {
+            return true;
+        }
         let Some(to) = stanza::to_jid(&stanza) else {
             return false;
         };
@@ -343,7 +396,8 @@ impl Server {
         }
         let Some(iq_type) = iq_type else {
             // Results and errors to a bare JID or the host: the server sent
-            // the request (pings); nothing else waits for them.
+            // the request (pings, push notifications).
+            self.pending_iqs.answer(&stanza);
             return;
         };
         let Some(payload) = stanza::iq_payload(&stanza) else {

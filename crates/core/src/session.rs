@@ -42,6 +42,10 @@ pub struct Session {
     /// Cancelled to end the session from outside (a slow peer, a conflict).
     pub kill: CancellationToken,
     pub presence: Mutex<PresenceState>,
+    /// Seconds a XEP-0198 hibernation may last while nothing arrives for
+    /// it (0: the usual smacks_hibernation_time); set by push (XEP-0357),
+    /// which can wake the device when something does.
+    hibernation_extension: AtomicU64,
 }
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -54,7 +58,16 @@ impl Session {
             outbox,
             kill,
             presence: Mutex::new(PresenceState::default()),
+            hibernation_extension: AtomicU64::new(0),
         }
+    }
+
+    pub fn set_hibernation_extension(&self, seconds: u64) {
+        self.hibernation_extension.store(seconds, Ordering::Relaxed);
+    }
+
+    pub fn hibernation_extension(&self) -> u64 {
+        self.hibernation_extension.load(Ordering::Relaxed)
     }
 
     pub fn bare(&self) -> BareJid {

@@ -4,6 +4,7 @@
 
 pub mod auth_http;
 pub mod carbons;
+pub mod cloud_notify;
 pub mod component_http;
 pub mod disco;
 pub mod mam;
@@ -46,6 +47,7 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     // <sent/> carbon (message filters run in load order).
     ("mam", true, mam::OPTIONS, mam::init),
     ("carbons", true, carbons::OPTIONS, carbons::init),
+    ("cloud_notify", true, cloud_notify::OPTIONS, cloud_notify::init),
     (
         "http_roster_admin",
         false,

@@ -261,6 +261,7 @@ pub async fn run(config: Config) -> Result<()> {
     let server = Arc::new_cyclic(|self_ref| Server {
         self_ref: self_ref.clone(),
         resumable: Default::default(),
+        pending_iqs: Default::default(),
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
         sessions: SessionRegistry::default(),
         components: ComponentRegistry::default(),

@@ -669,6 +669,7 @@ impl Connection {
         let g = &self.server.config.global;
         let ping_interval = Duration::from_secs(g.c2s_ping_interval);
         let ping_timeout = Duration::from_secs(g.c2s_ping_timeout);
+        let max_ack_delay = Duration::from_secs(g.smacks_max_ack_delay);
         let shutdown = self.server.shutdown.clone();
         let mut takeover = self.takeover.take();
         let mut last_read = Instant::now();
@@ -713,6 +714,13 @@ impl Connection {
                     Some(sent) => sent + ping_timeout,
                     None => last_read + ping_interval,
                 };
+                // XEP-0198 ack overdue: the client may be asleep (push).
+                let ack_overdue = self
+                    .sm
+                    .as_ref()
+                    .filter(|sm| sm.notified_through != sm.sent_count())
+                    .and_then(|sm| sm.ack_requested)
+                    .map(|asked| asked + max_ack_delay);
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {
@@ -770,6 +778,15 @@ impl Connection {
                         }
                         Err(e) => break End::Io(e),
                     },
+                    _ = sleep_until_some(ack_overdue) => {
+                        let unacked = self.sm.as_mut().map(|sm| sm.take_unnotified()).unwrap_or_default();
+                        debug!(unacked = unacked.len(), "acknowledgement overdue (smacks_max_ack_delay)");
+                        if let Some(host) = self.server.host(session.jid.domain().as_str()) {
+                            host.hooks
+                                .fire(&self.server, &Event::AckDelayed { session: &session, unacked: &unacked })
+                                .await;
+                        }
+                    }
                     _ = tokio::time::sleep_until(wake) => {
                         if ping_sent.is_some() {
                             break self.stream_error(StreamError::ConnectionTimeout).await;
@@ -1137,6 +1154,14 @@ async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element,
         el.append_child(stanza::delay(owner.domain().as_str(), stamp));
     }
     server.route(el, None).await;
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next takeover request, or never when the session is not resumable.

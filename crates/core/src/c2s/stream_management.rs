@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::hooks::Event;
 use crate::server::Server;
 use crate::session::{Outbound, Session};
 use crate::stanza;
@@ -45,6 +46,9 @@ pub struct SmState {
     pub ack_requested: Option<Instant>,
     /// Seconds the session may hibernate.
     pub hibernation: Duration,
+    /// Stanzas sent up to this count were already announced to the
+    /// account's push services (no second notification for them).
+    pub notified_through: u32,
 }
 
 impl SmState {
@@ -56,12 +60,34 @@ impl SmState {
             unacked: VecDeque::new(),
             ack_requested: None,
             hibernation,
+            notified_through: 0,
         }
     }
 
     /// Records a stanza written to the client.
     pub fn sent(&mut self, stanza: Element, stamp: String) {
         self.unacked.push_back((stanza, stamp));
+    }
+
+    /// Count of stanzas sent so far.
+    pub fn sent_count(&self) -> u32 {
+        self.acked_out.wrapping_add(self.unacked.len() as u32)
+    }
+
+    /// Unacknowledged stanzas not yet announced to push services; marks
+    /// them announced.
+    pub fn take_unnotified(&mut self) -> Vec<Element> {
+        // Counters wrap at 2^32; a negative distance means the client has
+        // acknowledged past what was announced.
+        let already = (self.notified_through.wrapping_sub(self.acked_out) as i32).max(0) as usize;
+        let fresh: Vec<Element> = self
+            .unacked
+            .iter()
+            .skip(already)
+            .map(|(el, _)| el.clone())
+            .collect();
+        self.notified_through = self.sent_count();
+        fresh
     }
 
     /// Applies the client's `h`; false when it acknowledges more than was
@@ -144,13 +170,37 @@ impl ResumableSessions {
 /// Keeps a detached session bound until it is resumed or its time is up.
 pub async fn hibernate(server: Arc<Server>, mut state: Detached) {
     let id = state.sm.resume_id.clone().unwrap_or_default();
-    let deadline = Instant::now() + state.sm.hibernation;
+    // With push enabled the session may wait longer, until something
+    // arrives for it; from then on the usual time applies.
+    let extension = Duration::from_secs(state.session.hibernation_extension());
+    let mut deadline = Instant::now() + state.sm.hibernation.max(extension);
+    let host = server.host(state.session.jid.domain().as_str());
+    if let Some(host) = host {
+        let queued = state.sm.take_unnotified();
+        host.hooks
+            .fire(
+                &server,
+                &Event::Hibernating {
+                    session: &state.session,
+                    queued: &queued,
+                },
+            )
+            .await;
+    }
     let max_queue = server.config.global.smacks_max_queue_size;
     info!(jid = %state.session.jid, seconds = state.sm.hibernation.as_secs(), "session hibernating");
     loop {
         tokio::select! {
             out = state.outbox.recv() => match out {
                 Some(Outbound::Stanza(el)) => {
+                    if let Some(host) = host {
+                        host.hooks
+                            .fire(&server, &Event::QueuedWhileHibernating { session: &state.session, stanza: &el })
+                            .await;
+                    }
+                    if el.name() == "message" {
+                        deadline = deadline.min(Instant::now() + state.sm.hibernation);
+                    }
                     state.pending.push((el, stanza::now_stamp()));
                     if state.pending.len() + state.sm.unacked.len() > max_queue {
                         info!(jid = %state.session.jid, "hibernation queue full (smacks_max_queue_size): session ended");
@@ -221,6 +271,15 @@ mod tests {
         assert_eq!(sm.unacked[0].0.attr("id"), Some("2"));
         assert!(sm.acknowledge(2), "a repeated ack is harmless");
         assert!(!sm.acknowledge(9), "more than was sent");
+        let mut announced = SmState::new(Duration::from_secs(1));
+        for n in 0..3 {
+            announced.sent(el(n), String::new());
+        }
+        assert_eq!(announced.take_unnotified().len(), 3);
+        assert!(announced.take_unnotified().is_empty(), "announced once");
+        announced.sent(el(3), String::new());
+        assert!(announced.acknowledge(2));
+        assert_eq!(announced.take_unnotified().len(), 1, "only the new one");
         let mut wrapping = SmState::new(Duration::from_secs(1));
         wrapping.acked_out = u32::MAX;
         wrapping.sent(el(1), String::new());

@@ -242,6 +242,39 @@ pub trait ArchiveStore: Send + Sync {
     async fn delete_owner(&self, owner: &str) -> StorageResult<()>;
 }
 
+/// One device's XEP-0357 push registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRegistration {
+    /// The app server's JID.
+    pub service: String,
+    pub node: String,
+    /// The publish-options form the client gave (XML), or empty.
+    pub options: String,
+    /// Consecutive errors from the app server.
+    pub errors: u32,
+}
+
+/// Push registrations (XEP-0357), per account.
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    /// Adds or replaces a registration; past `max_devices` the oldest go,
+    /// and are returned.
+    async fn register(
+        &self,
+        owner: &str,
+        registration: &PushRegistration,
+        max_devices: usize,
+    ) -> StorageResult<Vec<PushRegistration>>;
+    /// Removes the service's registration for `node`, or all of the
+    /// service's without one; returns how many went.
+    async fn unregister(&self, owner: &str, service: &str, node: Option<&str>) -> StorageResult<usize>;
+    /// Oldest first.
+    async fn registrations(&self, owner: &str) -> StorageResult<Vec<PushRegistration>>;
+    /// Counts an error; returns the new count.
+    async fn record_error(&self, owner: &str, service: &str, node: &str) -> StorageResult<u32>;
+    async fn clear_errors(&self, owner: &str, service: &str, node: &str) -> StorageResult<()>;
+}
+
 /// Every store the core and the modules use, chosen once by the server.
 #[derive(Clone)]
 pub struct Stores {
@@ -250,4 +283,5 @@ pub struct Stores {
     pub offline: std::sync::Arc<dyn OfflineStore>,
     pub muc: std::sync::Arc<dyn MucStore>,
     pub archive: std::sync::Arc<dyn ArchiveStore>,
+    pub push: std::sync::Arc<dyn PushStore>,
 }

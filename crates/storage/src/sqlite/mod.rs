@@ -20,6 +20,7 @@ mod accounts;
 mod archive;
 mod muc;
 mod offline;
+mod push;
 mod roster;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_muc.sql"),
     include_str!("migrations/0003_archive.sql"),
+    include_str!("migrations/0004_push.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection (an
@@ -133,6 +135,7 @@ impl SqliteStore {
             offline: Arc::new(self.clone()),
             muc: Arc::new(self.clone()),
             archive: Arc::new(self.clone()),
+            push: Arc::new(self.clone()),
         }
     }
 
