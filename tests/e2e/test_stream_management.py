@@ -505,13 +505,7 @@ async def test_hibernation_times_out_messages_go_offline_with_delay(make_server)
             await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a message requeued when a session ends (hibernation timeout, clean close with unacked "
-    "stanzas) goes through Server::route again, so the MAM incoming filter archives it a second time "
-    "under a new stanza-id (c2s::requeue_message -> route_message -> Mam::incoming)",
-)
-async def test_archive_holds_requeued_messages_once(make_server):
+async def test_archive_holds_requeued_messages_once_regression(make_server):
     """The message archive is the user's history, not a delivery log: bob's
     message that alice's lost session never acknowledged is archived once
     when it arrives; when her hibernation (1 s) times out and it goes to
@@ -826,13 +820,7 @@ async def test_same_resource_login_replaces_hibernating_session(make_server):
             await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an IQ request queued for a hibernating session is dropped without a reply when the "
-    "session ends (stream_management::end_detached -> c2s::requeue_message ignores everything but "
-    "messages), so the requester waits forever instead of getting an error (RFC 6120 §8.2.3)",
-)
-async def test_iq_to_hibernating_session_answered_when_it_ends(make_server):
+async def test_iq_to_hibernating_session_answered_when_it_ends_regression(make_server):
     """bob pings alice's phone while its session hibernates (1 s); alice never
     comes back. Every IQ request gets exactly one reply (RFC 6120 §8.2.3),
     so when the session ends bob gets an error instead of waiting for

@@ -295,6 +295,18 @@ impl Server {
         }
     }
 
+    /// Delivers again a message that reached a session of `owner` which
+    /// ended before its client got it: to another resource or offline
+    /// storage, without the message filters it already passed.
+    pub async fn redeliver(&self, stanza: Element, owner: &BareJid) {
+        let msg_type = stanza.attr("type").unwrap_or("normal").to_string();
+        if msg_type == "groupchat" {
+            // Room history is the room's business; the room has it.
+            return;
+        }
+        self.deliver_message_to_bare(stanza, owner, &msg_type).await;
+    }
+
     /// RFC 6121 §8.5.2: a message for a local bare JID.
     async fn deliver_message_to_bare(&self, mut stanza: Element, bare: &BareJid, msg_type: &str) {
         let resources: Vec<Arc<Session>> = self

@@ -1137,6 +1137,11 @@ async fn end_session(server: &Server, session: &Arc<Session>) {
 /// stamped with when it first arrived (XEP-0203). Other stanzas are stale
 /// once the session is gone.
 async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element, stamp: Option<&str>) {
+    // RFC 6120 §8.2.3: a request must get an answer; the resource is gone.
+    if el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set")) {
+        server.bounce(&el, StanzaError::service_unavailable());
+        return;
+    }
     if el.name() != "message" || stanza::is_error(&el) {
         return;
     }
@@ -1153,7 +1158,9 @@ async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element,
     {
         el.append_child(stanza::delay(owner.domain().as_str(), stamp));
     }
-    server.route(el, None).await;
+    // Straight to the account's delivery: it already passed the message
+    // filters (archived once, with its stanza-id).
+    server.redeliver(el, owner).await;
 }
 
 /// Sleeps until `at`, or forever without one.
