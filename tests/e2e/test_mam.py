@@ -806,3 +806,68 @@ async def test_room_private_messages_archived_both_ways_regression(muc_server):
         assert mine.bodies == ["psst alice", "yes bob?"]
         theirs = await query_all(bob, with_jid=f"{room}/Alice")
         assert theirs.bodies == ["psst alice", "yes bob?"]
+
+
+# --- room archives (XEP-0313 on the room JID) -------------------------------------------------
+
+
+async def test_room_archive_query_with_paging_and_stanza_ids(muc_server):
+    """Groupchat messages with a body go into the room's own archive: every
+    occupant's copy carries a stanza-id by the room JID, and a query to the
+    room JID returns them in order, with the occupant JID as sender, paged
+    with RSM, ids matching the stanza-ids; the room advertises urn:xmpp:mam:2."""
+    room = room_jid("archived")
+    async with room_users(muc_server, ("alice", "desk"), ("bob", "laptop")) as (alice, bob):
+        await alice.go_online()
+        await bob.go_online()
+        await create_room(alice, room, "Alice")
+        await join(bob, room, "Bob")
+        await next_presence_from(alice, f"{room}/Bob")
+        stamped = []
+        for n in range(5):
+            sender, nick = (alice, "Alice") if n % 2 == 0 else (bob, "Bob")
+            sender.send_message(room, f"room line {n}", mtype="groupchat")
+            copy = await next_groupchat(bob, f"{room}/{nick}", f"room line {n}")
+            ids = stanza_ids(copy, by=room)
+            assert len(ids) == 1, f"expected one stanza-id by the room: {describe(copy)}"
+            stamped.append(ids[0])
+        info = await bob.xmpp.plugin["xep_0030"].get_info(jid=room)
+        assert "urn:xmpp:mam:2" in info["disco_info"]["features"]
+
+        first = await query(bob, to=room, max_results=3)
+        assert first.bodies == ["room line 0", "room line 1", "room line 2"]
+        assert first.ids == stamped[:3]
+        assert not first.complete and first.count == 5
+        assert [item.message.get("from") for item in first.items][:2] == [f"{room}/Alice", f"{room}/Bob"]
+        rest = await query(bob, to=room, max_results=3, after=first.last)
+        assert rest.bodies == ["room line 3", "room line 4"] and rest.complete
+        last = await query(bob, to=room, max_results=2, before=True)
+        assert last.ids == stamped[3:]
+        # A user archive stays out of it.
+        assert (await query_all(alice)).bodies == []
+
+
+async def test_room_archive_survives_restart_and_members_only_is_guarded(make_server):
+    """A persistent members-only room's archive answers its members after a
+    server restart and refuses a non-member (forbidden)."""
+    server = make_server(start=False)
+    configure_muc(server)
+    server.start()
+    room = room_jid("private-club")
+    async with room_users(server, ("alice", "desk")) as (alice,):
+        await alice.go_online()
+        await create_room(
+            alice,
+            room,
+            "Alice",
+            config={"muc#roomconfig_persistentroom": True, "muc#roomconfig_membersonly": True},
+        )
+        alice.send_message(room, "members only history", mtype="groupchat")
+        await next_groupchat(alice, f"{room}/Alice", "members only history")
+    server.restart()
+    async with room_users(server, ("alice", "desk"), ("carol", "pc")) as (alice, carol):
+        page = await query_all(alice, to=room)
+        assert page.bodies == ["members only history"]
+        with pytest.raises(IqError) as refused:
+            await query(carol, to=room)
+        assert refused.value.iq["error"]["condition"] == "forbidden"
