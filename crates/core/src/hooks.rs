@@ -137,6 +137,13 @@ pub trait Hook: Send + Sync {
     async fn handle(&self, server: &Server, event: &Event<'_>) -> Handled;
 }
 
+/// Whom an account blocks (XEP-0191); the router asks it for every stanza
+/// to or from a local account.
+#[async_trait]
+pub trait BlockList: Send + Sync {
+    async fn blocks(&self, owner: &BareJid, other: &Jid) -> bool;
+}
+
 /// Sees every message between a local account and anyone, and may amend
 /// it before it goes on (the archive stamps its XEP-0359 stanza-id here);
 /// carbons copy it to the account's other resources.
@@ -165,6 +172,8 @@ pub struct Hooks {
     stream_features: Vec<Element>,
     /// Set by a module that takes rosters from elsewhere (roster_http).
     roster_source: Option<Arc<dyn RosterSource>>,
+    /// Set by the module that keeps blocklists (XEP-0191).
+    block_list: Option<Arc<dyn BlockList>>,
     /// HTTP routes modules mount on the HTTP listener for this host.
     http_routes: Option<axum::Router<Arc<Server>>>,
 }
@@ -218,6 +227,14 @@ impl Hooks {
 
     pub fn roster_source(&self) -> Option<&Arc<dyn RosterSource>> {
         self.roster_source.as_ref()
+    }
+
+    pub fn set_block_list(&mut self, list: Arc<dyn BlockList>) {
+        self.block_list = Some(list);
+    }
+
+    pub fn block_list(&self) -> Option<&Arc<dyn BlockList>> {
+        self.block_list.as_ref()
     }
 
     /// Mounts routes on the HTTP listener; requests reach them by the

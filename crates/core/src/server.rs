@@ -131,6 +131,11 @@ impl Server {
                 }
             },
         };
+        if let Some(to) = &to
+            && self.refused_by_blocking(&stanza, kind, to).await
+        {
+            return;
+        }
         // A client's own presence goes through the presence hooks first
         // (roster state, bare-JID stamping), wherever it is going.
         if kind == StanzaKind::Presence && origin.is_some() {
@@ -168,6 +173,59 @@ impl Server {
             StanzaKind::Message => self.route_message(stanza, to).await,
             StanzaKind::Iq => self.route_iq(stanza, to, origin).await,
         }
+    }
+
+    /// Whether `owner` (a local account) blocks `other` (XEP-0191).
+    pub async fn is_blocked(&self, owner: &BareJid, other: &Jid) -> bool {
+        match self
+            .host(owner.domain().as_str())
+            .and_then(|h| h.hooks.block_list())
+        {
+            Some(list) => list.blocks(owner, other).await,
+            None => false,
+        }
+    }
+
+    /// XEP-0191 §3.3: nothing passes between an account and whom it
+    /// blocks. A blocked sender's messages and requests get
+    /// service-unavailable (it must not learn it is blocked); the blocking
+    /// user's own get not-acceptable with `<blocked/>`; presence is dropped.
+    async fn refused_by_blocking(&self, stanza: &Element, kind: StanzaKind, to: &Jid) -> bool {
+        let Some(from) = stanza::from_jid(stanza) else {
+            return false;
+        };
+        let answerable = match kind {
+            StanzaKind::Message => !stanza::is_error(stanza),
+            StanzaKind::Iq => matches!(stanza.attr("type"), Some("get" | "set")),
+            StanzaKind::Presence => false,
+        };
+        let from_bare = from.to_bare();
+        if from_bare.node().is_some()
+            && self.is_local_domain(from_bare.domain().as_str())
+            && from_bare.as_str() != to.to_bare().as_str()
+            && self.is_blocked(&from_bare, to).await
+        {
+            if answerable {
+                self.bounce(
+                    stanza,
+                    StanzaError::new(crate::stanza::ErrorType::Cancel, "not-acceptable")
+                        .with_app_condition("blocked", "urn:xmpp:blocking:errors"),
+                );
+            }
+            return true;
+        }
+        let to_bare = to.to_bare();
+        if to_bare.node().is_some()
+            && self.is_local_domain(to_bare.domain().as_str())
+            && from_bare.as_str() != to_bare.as_str()
+            && self.is_blocked(&to_bare, &from).await
+        {
+            if answerable {
+                self.bounce(stanza, StanzaError::service_unavailable());
+            }
+            return true;
+        }
+        false
     }
 
     /// Sends an error reply back to the stanza's sender, if it is allowed

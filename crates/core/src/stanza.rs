@@ -57,6 +57,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.2), such as
+    /// XEP-0191's `<blocked/>`, as `(name, namespace)`.
+    pub app_condition: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -65,7 +68,12 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app_condition: None,
         }
+    }
+    pub fn with_app_condition(mut self, name: &'static str, ns: &'static str) -> Self {
+        self.app_condition = Some((name, ns));
+        self
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -118,6 +126,9 @@ impl StanzaError {
             let mut t = Element::bare("text", ns::STANZAS_ERR);
             t.append_text(text.clone());
             err.append_child(t);
+        }
+        if let Some((name, ns)) = self.app_condition {
+            err.append_child(Element::bare(name, ns));
         }
         err
     }

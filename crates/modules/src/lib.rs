@@ -3,6 +3,7 @@
 //! registers its hooks on the host; it never reaches into another module.
 
 pub mod auth_http;
+pub mod blocklist;
 pub mod carbons;
 pub mod cloud_notify;
 pub mod component_http;
@@ -43,6 +44,7 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     ("ping", true, ping::OPTIONS, ping::init),
     ("version", true, version::OPTIONS, version::init),
     ("register", true, register::OPTIONS, register::init),
+    ("blocklist", true, blocklist::OPTIONS, blocklist::init),
     // mam before carbons: the archive id of a sent message travels in its
     // <sent/> carbon (message filters run in load order).
     ("mam", true, mam::OPTIONS, mam::init),

@@ -275,6 +275,15 @@ pub trait PushStore: Send + Sync {
     async fn clear_errors(&self, owner: &str, service: &str, node: &str) -> StorageResult<()>;
 }
 
+/// Blocklists (XEP-0191): the JIDs each account blocks.
+#[async_trait]
+pub trait BlocklistStore: Send + Sync {
+    async fn blocked(&self, owner: &str) -> StorageResult<Vec<String>>;
+    async fn block(&self, owner: &str, jids: &[String]) -> StorageResult<()>;
+    /// Unblocks these JIDs, or everyone with `None`.
+    async fn unblock(&self, owner: &str, jids: Option<&[String]>) -> StorageResult<()>;
+}
+
 /// Every store the core and the modules use, chosen once by the server.
 #[derive(Clone)]
 pub struct Stores {
@@ -284,4 +293,5 @@ pub struct Stores {
     pub muc: std::sync::Arc<dyn MucStore>,
     pub archive: std::sync::Arc<dyn ArchiveStore>,
     pub push: std::sync::Arc<dyn PushStore>,
+    pub blocklist: std::sync::Arc<dyn BlocklistStore>,
 }

@@ -18,6 +18,7 @@
 
 mod accounts;
 mod archive;
+mod blocklist;
 mod muc;
 mod offline;
 mod push;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_muc.sql"),
     include_str!("migrations/0003_archive.sql"),
     include_str!("migrations/0004_push.sql"),
+    include_str!("migrations/0005_blocklist.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection (an
@@ -136,6 +138,7 @@ impl SqliteStore {
             muc: Arc::new(self.clone()),
             archive: Arc::new(self.clone()),
             push: Arc::new(self.clone()),
+            blocklist: Arc::new(self.clone()),
         }
     }
 
