@@ -17,8 +17,8 @@
 // and no session may be left on the server; SIGTERM must then exit 0.
 //
 // Converse 14.0.0 cannot open a chat with someone outside the roster on a
-// server without XEP-0191 (blocking command): the page's test plugin puts
-// an empty blocklist in place when the server does not advertise it.
+// server without XEP-0191 (blocking command); Jackdaw has it (module
+// blocklist), and the test fails if the server stops advertising it.
 //
 // The browser is Debian's chromium (CHROMIUM, default /usr/bin/chromium)
 // driven by playwright-core, which never downloads a browser. Every request
@@ -75,8 +75,8 @@ const CONTENT_TYPES = {
 /**
  * The page: Converse from dist/, logging alice in over WebSocket, plus a
  * small test plugin that records Converse's connection events in
- * window.jackdawTest (for the failure report and the bound JID) and stands
- * in for the XEP-0191 blocklist when the server has none (see below).
+ * window.jackdawTest (for the failure report and the bound JID) and notes
+ * whether the server advertises XEP-0191 (see below).
  */
 function indexHtml(settings) {
   return `<!doctype html>
@@ -107,16 +107,13 @@ function indexHtml(settings) {
       api.listen.on("chatBoxInitialized", (chat) => record("chatBoxInitialized", chat.get("jid")));
 
       // Converse 14.0.0 makes its blocklist (XEP-0191) only when the server
-      // advertises urn:xmpp:blocking, yet opening a chat with anyone not in
-      // the roster waits for that blocklist: without XEP-0191 the chat never
-      // opens (and a stranger's message never shows). Until Jackdaw has
-      // XEP-0191, an empty blocklist stands in; with it this does nothing.
+      // advertises urn:xmpp:blocking, and opening a chat with anyone not in
+      // the roster waits for it: without XEP-0191 the chat never opens.
       api.listen.on("discoInitialized", async () => {
         const domain = this._converse.session.get("domain");
-        if (!(await api.disco.supports("urn:xmpp:blocking", domain))) {
-          record("no XEP-0191 on the server: an empty blocklist stands in");
-          api.trigger("blocklistInitialized", { get: () => undefined });
-        }
+        const blocking = await api.disco.supports("urn:xmpp:blocking", domain);
+        window.jackdawTest.blocking = blocking;
+        record("XEP-0191 advertised", blocking);
       });
     },
   });
@@ -280,6 +277,10 @@ test(TITLE, { timeout: 90_000 }, async (t) => {
     assert.match(aliceFullJid, new RegExp(`^${ALICE}/.+`), "Converse bound a full JID of alice");
     assert.equal(sockets.length, 1, "Converse opened one WebSocket");
     assert.equal(sockets[0].url(), websocketUrl);
+    const blocking = await page
+      .waitForFunction(() => window.jackdawTest.blocking !== undefined)
+      .then(() => page.evaluate(() => window.jackdawTest.blocking));
+    assert.equal(blocking, true, "the server advertises XEP-0191, which Converse needs to chat with non-contacts");
 
     // "Start a new chat" with bob, through the contacts menu.
     await contacts.locator("button").first().click();
