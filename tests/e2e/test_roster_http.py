@@ -808,3 +808,31 @@ async def test_200_online_users_refreshed_in_one_post(make_roster_app, make_rost
         )
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def test_loopback_only_admin_api_refuses_clients_relayed_by_a_local_proxy(make_roster_server):
+    """Without ``http_roster_admin_secret`` the refresh API is for loopback
+    callers only. A request relayed by a proxy on loopback (trusted by
+    default) for a remote client (X-Forwarded-For) is that remote client's,
+    so it is refused; the same proxy relaying a loopback client is allowed.
+    Regression: modules used to see the proxy's address."""
+    import http.client
+    import json as json_module
+
+    server = make_roster_server()
+
+    def post(forwarded_for: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+        try:
+            connection.request(
+                "POST",
+                "/roster_admin/refresh",
+                body=json_module.dumps(["alice"]).encode(),
+                headers={"Content-Type": "application/json", "X-Forwarded-For": forwarded_for},
+            )
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    assert post("203.0.113.5") == 403
+    assert post("127.0.0.1") == 200

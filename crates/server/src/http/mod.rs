@@ -87,7 +87,22 @@ pub fn router(
         .route("/.well-known/host-meta", get(host_meta_xrd))
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .fallback(dispatch_to_host)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, client_address))
+}
+
+/// Gives every handler, modules' included, the client's real address as
+/// `ConnectInfo<SocketAddr>` (after trusted proxies): a loopback-only API
+/// must not take a request relayed by a local nginx for a local one.
+async fn client_address(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    mut request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = state.caller(peer, request.headers());
+    request.extensions_mut().insert(ConnectInfo(caller.addr));
+    next.run(request).await
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
