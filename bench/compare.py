@@ -904,7 +904,7 @@ def table(results: dict, order: list[str], half_rate: float | None) -> str:
         j, p = figs["jackdaw"][key][0], figs.get("prosody", {}).get(key, (None, ""))[0]
         ratio = "–"
         if j is not None and p:
-            ratio = f"{j / p:.2f}×" if j / p >= 0.1 else f"{j / p:.4f}×"
+            ratio = f"{j / p:.2f}×" if j / p >= 0.1 else f"{j / p:.2g}×"
         met = ""
         if target and j is not None and (p is not None or "Prosody" not in target[0]):
             met = "yes" if target[1](j, p or 0) else "no"
