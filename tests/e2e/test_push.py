@@ -606,14 +606,7 @@ async def test_push_keeps_a_session_hibernating_until_a_message_arrives(make_ser
 # --- known bugs -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: <disable jid='push.localhost'/> from bob unlinks every session of every account from its "
-    "registration at push.localhost (cloud_notify's by_session.retain() in the disable handler compares "
-    "service and node, not the owner), so alice's hibernating phone is no longer notified although her "
-    "registration is still stored",
-)
-async def test_another_accounts_disable_leaves_my_device_alone(make_server):
+async def test_another_accounts_disable_leaves_my_device_alone_regression(make_server):
     """alice's phone (slixmpp, stream management) registered node
     'alice-phone' at push.localhost; bob registers 'bob-phone' there and
     then disables all his registrations at push.localhost. alice's phone
@@ -636,13 +629,7 @@ async def test_another_accounts_disable_leaves_my_device_alone(make_server):
             await phone.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a <received/> carbon of a message with a body is not important to cloud_notify (is_important "
-    "only looks for a direct <body/> or <encrypted/>), so a hibernating phone is not woken for a message "
-    "alice's desktop got; mod_cloud_notify unwraps carbons and counts received ones as important",
-)
-async def test_carbon_of_a_message_to_another_device_notifies_hibernating_phone(make_server):
+async def test_carbon_of_a_message_to_another_device_notifies_hibernating_phone_regression(make_server):
     """alice's phone (stream management, push node 'alice-phone', carbons
     enabled, available) hibernates while her desktop is online. bob writes
     to alice/desktop; the phone's session queues the <received/> carbon of
@@ -670,13 +657,7 @@ async def test_carbon_of_a_message_to_another_device_notifies_hibernating_phone(
             await phone.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a message already notified while alice's session hibernated is notified again to the same "
-    "registration when the hibernation times out and the message goes to offline storage (MessageOffline "
-    "notifies every registration; mod_cloud_notify remembers which registrations a stanza was pushed to)",
-)
-async def test_message_notified_during_hibernation_is_not_notified_again(make_server):
+async def test_message_notified_during_hibernation_is_not_notified_again_regression(make_server):
     """smacks_hibernation_time = 1. bob's message to alice's hibernating
     phone is notified once; when the hibernation ends and the message goes
     to offline storage (alice gets it at her next login), her device is not

@@ -7,7 +7,7 @@
 //! server that keeps failing loses its registration after
 //! `push_max_errors`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,7 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
         store: ctx.stores.push.clone(),
         config,
         by_session: Mutex::new(HashMap::new()),
+        notified: Mutex::new(Default::default()),
     })));
     ctx.hooks.add_account_feature(NS_PUSH);
     ctx.hooks.on_iq(NS_PUSH, IqType::Set, push.clone());
@@ -104,14 +105,69 @@ struct Shared {
     store: Arc<dyn PushStore>,
     config: Config,
     /// The registration each live session enabled (its device).
-    by_session: Mutex<HashMap<u64, (String, String)>>,
+    by_session: Mutex<HashMap<u64, Device>>,
+    /// (device, stanza) pairs already notified, oldest first, so a stanza
+    /// is announced to a device once (business rule), whatever the path.
+    notified: Mutex<(HashSet<(Device, String)>, VecDeque<(Device, String)>)>,
 }
 
-/// Worth waking a device for: a message someone wrote (or encrypted).
+/// One registered device of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Device {
+    owner: String,
+    service: String,
+    node: String,
+}
+
+impl Device {
+    fn of(owner: &BareJid, reg: &PushRegistration) -> Self {
+        Self {
+            owner: owner.to_string(),
+            service: reg.service.clone(),
+            node: reg.node.clone(),
+        }
+    }
+}
+
+/// (device, stanza) pairs remembered against duplicate notifications.
+const NOTIFIED_MEMORY: usize = 10_000;
+
+/// What identifies a stanza across its paths (queue, offline storage):
+/// its archive id, else its sender and id.
+fn stanza_key(stanza: &Element) -> Option<String> {
+    let message = carbon_inner(stanza).unwrap_or(stanza);
+    if let Some(sid) = message
+        .get_child("stanza-id", ns::STANZA_ID)
+        .and_then(|s| s.attr("id"))
+    {
+        return Some(format!("sid:{sid}"));
+    }
+    let id = message.attr("id")?;
+    Some(format!("id:{}:{id}", message.attr("from").unwrap_or_default()))
+}
+
+/// The message a `<received/>` carbon carries (XEP-0280).
+fn carbon_inner(stanza: &Element) -> Option<&Element> {
+    stanza
+        .get_child("received", ns::CARBONS)?
+        .get_child("forwarded", ns::FORWARD)?
+        .get_child("message", ns::CLIENT)
+}
+
+/// Worth waking a device for: a message someone wrote (or encrypted),
+/// also when it comes as a received carbon; sent carbons are the user's
+/// own words and are not.
 fn is_important(stanza: &Element) -> bool {
-    stanza.name() == "message"
-        && !stanza::is_error(stanza)
-        && (stanza.has_child("body", ns::CLIENT) || stanza.children().any(|c| c.name() == "encrypted"))
+    if stanza.name() != "message" || stanza::is_error(stanza) {
+        return false;
+    }
+    let message = match carbon_inner(stanza) {
+        Some(inner) => inner,
+        None if stanza.has_child("sent", ns::CARBONS) => return false,
+        None => stanza,
+    };
+    message.attr("type") != Some("headline")
+        && (message.has_child("body", ns::CLIENT) || message.children().any(|c| c.name() == "encrypted"))
 }
 
 fn field(var: &str, value: &str) -> Element {
@@ -124,7 +180,7 @@ fn field(var: &str, value: &str) -> Element {
 }
 
 impl Shared {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, String)>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Device>> {
         self.by_session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -135,6 +191,7 @@ impl Shared {
         x.append_child(field("FORM_TYPE", NS_SUMMARY));
         x.append_child(field("message-count", "1"));
         if let Some(m) = stanza {
+            let m = carbon_inner(m).unwrap_or(m);
             if self.config.push_notification_with_sender
                 && let Some(from) = m.attr("from")
             {
@@ -189,11 +246,35 @@ impl Shared {
         stanza: Option<&Element>,
     ) {
         let Some(server) = server.arc() else { return };
+        let key = stanza.and_then(stanza_key);
         for reg in regs {
+            if let Some(key) = &key
+                && !self.first_notification(Device::of(owner, &reg), key.clone())
+            {
+                continue;
+            }
             let iq = self.publish(owner, &reg, stanza);
             let (me, server, owner) = (self.clone(), server.clone(), owner.clone());
             tokio::spawn(async move { me.deliver(&server, &owner, reg, iq).await });
         }
+    }
+
+    /// Records that `device` is told about the stanza `key`; false if it
+    /// already was.
+    fn first_notification(&self, device: Device, key: String) -> bool {
+        let mut notified = self.notified.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, order) = &mut *notified;
+        let entry = (device, key);
+        if !seen.insert(entry.clone()) {
+            return false;
+        }
+        order.push_back(entry);
+        while order.len() > NOTIFIED_MEMORY {
+            if let Some(old) = order.pop_front() {
+                seen.remove(&old);
+            }
+        }
+        true
     }
 
     async fn deliver(&self, server: &Server, owner: &BareJid, reg: PushRegistration, iq: Element) {
@@ -237,8 +318,8 @@ impl Shared {
                 {
                     error!(error = %e, "cannot remove a failing push registration");
                 }
-                self.sessions()
-                    .retain(|_, (s, n)| !(s == &reg.service && n == &reg.node));
+                let gone = Device::of(owner, reg);
+                self.sessions().retain(|_, d| *d != gone);
             }
             Ok(n) => {
                 warn!(owner = %owner, service = %reg.service, errors = n, "push service returned an error")
@@ -259,7 +340,7 @@ impl Shared {
 
     /// The registration the session enabled, if any.
     async fn of_session(&self, session: &Session) -> Vec<PushRegistration> {
-        let Some((service, node)) = self.sessions().get(&session.id).cloned() else {
+        let Some(Device { service, node, .. }) = self.sessions().get(&session.id).cloned() else {
             return Vec::new();
         };
         self.registrations(&session.bare())
@@ -322,10 +403,17 @@ impl IqHandler for CloudNotify {
                     .map_err(failed)?;
                 for old in evicted {
                     info!(owner = %owner, service = %old.service, "oldest push registration removed (push_max_devices)");
-                    this.sessions()
-                        .retain(|_, (s, n)| !(s == &old.service && n == &old.node));
+                    let gone = Device::of(&owner, &old);
+                    this.sessions().retain(|_, d| *d != gone);
                 }
-                this.sessions().insert(session.id, (service, node));
+                this.sessions().insert(
+                    session.id,
+                    Device {
+                        owner: owner.to_string(),
+                        service,
+                        node,
+                    },
+                );
                 session.set_hibernation_extension(this.config.push_max_hibernation_timeout);
                 Ok(None)
             }
@@ -335,7 +423,11 @@ impl IqHandler for CloudNotify {
                     .await
                     .map_err(failed)?;
                 let mut sessions = this.sessions();
-                sessions.retain(|_, (s, n)| !(s == &service && node.as_ref().is_none_or(|node| node == n)));
+                sessions.retain(|_, d| {
+                    !(d.owner == owner.as_str()
+                        && d.service == service
+                        && node.as_ref().is_none_or(|node| *node == d.node))
+                });
                 if !sessions.contains_key(&session.id) {
                     session.set_hibernation_extension(0);
                 }
@@ -442,6 +534,7 @@ mod tests {
                 push_notification_with_sender: with_sender,
             },
             by_session: Mutex::new(HashMap::new()),
+            notified: Mutex::new(Default::default()),
         }
     }
 
