@@ -108,7 +108,7 @@ struct Shared {
     by_session: Mutex<HashMap<u64, Device>>,
     /// (device, stanza) pairs already notified, oldest first, so a stanza
     /// is announced to a device once (business rule), whatever the path.
-    notified: Mutex<(HashSet<(Device, String)>, VecDeque<(Device, String)>)>,
+    notified: Mutex<Notified>,
 }
 
 /// One registered device of an account.
@@ -131,6 +131,9 @@ impl Device {
 
 /// (device, stanza) pairs remembered against duplicate notifications.
 const NOTIFIED_MEMORY: usize = 10_000;
+
+/// The remembered pairs, and their order for forgetting the oldest.
+type Notified = (HashSet<(Device, String)>, VecDeque<(Device, String)>);
 
 /// What identifies a stanza across its paths (queue, offline storage):
 /// its archive id, else its sender and id.
