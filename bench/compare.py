@@ -374,6 +374,7 @@ class Jackdaw(Server):
             f"c2s_ports = [{self.port}]\n"
             f"c2s_direct_tls_ports = [{self.port + 1}]\n"
             f"http_ports = [{self.port + 2}]\n"
+            "https_ports = []\n"
             f'data_path = "{self.data_dir()}"\n'
             "c2s_require_encryption = true\n"
             # The default of 10,000 would refuse the idle run's margin.
@@ -384,6 +385,10 @@ class Jackdaw(Server):
             + host_auth +
             # jackdaw-load --register creates the accounts (XEP-0077).
             "allow_registration = true\n"
+            # The same module set as Prosody's config below, which has no
+            # archive, carbons, push or blocking: with them on (Jackdaw's
+            # default) every chat message is also written to SQLite twice.
+            'modules_disabled = ["mam", "carbons", "cloud_notify", "blocklist"]\n'
             "\n"
             f'[components."rooms.{DOMAIN}"]\n'
             'module = "muc"\n'

@@ -38,7 +38,9 @@ pub use transport::Transport;
 const OUTBOX_DEPTH: usize = 1024;
 /// Longest a single write may block on a peer that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_BUFFER: usize = 16 * 1024;
+/// Plaintext read per call: small, because every idle connection keeps it
+/// (TLS records are reassembled by rustls in its own buffer anyway).
+const READ_BUFFER: usize = 4 * 1024;
 /// Queued stanzas written at once.
 const WRITE_BATCH_STANZAS: usize = 64;
 

@@ -229,6 +229,8 @@ pub struct ArchivePage {
 pub trait ArchiveStore: Send + Sync {
     /// Appends a message; the id must be unique.
     async fn append(&self, owner: &str, message: &ArchivedMessage) -> StorageResult<()>;
+    /// Appends many messages, `(owner, message)`, in one transaction.
+    async fn append_many(&self, entries: &[(String, ArchivedMessage)]) -> StorageResult<()>;
     /// `Ok(None)` when `after_id`, `before_id`, a page cursor or one of
     /// `ids` names no message of the owner.
     async fn query(&self, owner: &str, query: &ArchiveQuery) -> StorageResult<Option<ArchivePage>>;

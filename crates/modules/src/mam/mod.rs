@@ -8,6 +8,7 @@
 //! `archive_expires_after` (Prosody's option names and defaults).
 
 mod prefs;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -125,6 +126,7 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     }
     let mam = Arc::new(Mam {
         store: ctx.stores.archive.clone(),
+        writer: writer::ArchiveWriter::new(ctx.stores.archive.clone()),
         default_mode,
         expires_after: parse_expiry(&config.archive_expires_after)?,
         max_results: config.max_archive_query_results,
@@ -143,6 +145,7 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
 
 pub struct Mam {
     store: Arc<dyn ArchiveStore>,
+    writer: writer::ArchiveWriter,
     default_mode: Mode,
     expires_after: Option<Duration>,
     max_results: usize,
@@ -213,9 +216,7 @@ impl Mam {
             with: with.to_string(),
             stanza: stream::serialize(message),
         };
-        if let Err(e) = self.store.append(owner.as_str(), &entry).await {
-            error!(error = %e, "cannot archive a message");
-        }
+        self.writer.append(owner.as_str(), entry).await;
         self.maybe_expire();
     }
 
@@ -372,6 +373,7 @@ impl IqHandler for Mam {
                 let Some(session) = req.session else {
                     return Err(StanzaError::not_allowed());
                 };
+                self.writer.flush().await;
                 let (results, fin) = archive_query::run(
                     self.store.as_ref(),
                     self.max_results,
@@ -386,7 +388,10 @@ impl IqHandler for Mam {
                 }
                 Ok(Some(fin))
             }
-            ("metadata", IqType::Get) => self.metadata(owner.as_str()).await.map(Some),
+            ("metadata", IqType::Get) => {
+                self.writer.flush().await;
+                self.metadata(owner.as_str()).await.map(Some)
+            }
             ("prefs", IqType::Get) => Ok(Some(self.prefs_of(owner.as_str()).await.to_element())),
             ("prefs", IqType::Set) => {
                 let prefs = Prefs::from_element(req.payload).ok_or_else(StanzaError::bad_request)?;

@@ -52,6 +52,37 @@ impl ArchiveStore for SqliteStore {
         .await
     }
 
+    async fn append_many(&self, entries: &[(String, ArchivedMessage)]) -> StorageResult<()> {
+        const OP: &str = "archive.append_many";
+        let entries = entries.to_vec();
+        self.run(OP, move |conn| {
+            // One transaction for the batch: one WAL commit instead of one
+            // per message.
+            let tx = super::write_tx(conn, OP)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO archive (owner, id, ts, with_bare, with_full, stanza)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .context(OP)?;
+                for (owner, m) in &entries {
+                    stmt.execute(params![
+                        owner,
+                        m.id,
+                        m.timestamp,
+                        bare_of(&m.with),
+                        m.with,
+                        m.stanza
+                    ])
+                    .context(OP)?;
+                }
+            }
+            tx.commit().context(OP)
+        })
+        .await
+    }
+
     async fn query(&self, owner: &str, q: &ArchiveQuery) -> StorageResult<Option<ArchivePage>> {
         const OP: &str = "archive.query";
         let (owner, q) = (owner.to_owned(), q.clone());
@@ -331,6 +362,23 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_are_appended_in_order() {
+        let (_dir, store) = temp_store();
+        let batch: Vec<(String, ArchivedMessage)> = (1..=3)
+            .map(|i| ("alice@x".to_string(), message(&format!("b{i}"), i, "bob@x")))
+            .collect();
+        store.append_many(&batch).await.unwrap();
+        let q = ArchiveQuery {
+            max: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.query("alice@x", &q).await.unwrap().unwrap()),
+            ["b1", "b2", "b3"]
         );
     }
 

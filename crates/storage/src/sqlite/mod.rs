@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_archive.sql"),
     include_str!("migrations/0004_push.sql"),
     include_str!("migrations/0005_blocklist.sql"),
+    include_str!("migrations/0006_archive_indexes.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection (an
@@ -216,8 +217,14 @@ fn configure(conn: &Connection) -> Result<(), SqliteError> {
     // process; only a power loss or OS crash can roll back the last few
     // commits, and never corrupts the database. That is the usual trade for
     // a chat server; FULL would fsync every message.
-    let pragmas: [(&'static str, &dyn rusqlite::ToSql); 2] =
-        [("synchronous", &"NORMAL"), ("foreign_keys", &true)];
+    // A 32 MiB page cache (negative = KiB): the archive's indexes are
+    // written at every message, and SQLite's 2 MiB default spills to the
+    // file under a chat load.
+    let pragmas: [(&'static str, &dyn rusqlite::ToSql); 3] = [
+        ("synchronous", &"NORMAL"),
+        ("foreign_keys", &true),
+        ("cache_size", &-32768),
+    ];
     for (pragma, value) in pragmas {
         conn.pragma_update(None, pragma, value)
             .map_err(|source| SqliteError::Pragma { pragma, source })?;
