@@ -29,27 +29,7 @@ fn seq_of(conn: &rusqlite::Connection, owner: &str, id: &str) -> rusqlite::Resul
 #[async_trait]
 impl ArchiveStore for SqliteStore {
     async fn append(&self, owner: &str, m: &ArchivedMessage) -> StorageResult<()> {
-        const OP: &str = "archive.append";
-        let (owner, m) = (owner.to_owned(), m.clone());
-        self.run(OP, move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO archive (owner, id, ts, with_bare, with_full, stanza)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    owner,
-                    m.id,
-                    m.timestamp,
-                    bare_of(&m.with),
-                    m.with,
-                    m.stanza
-                ])
-            })
-            .context(OP)?;
-            Ok(())
-        })
-        .await
+        self.append_many(&[(owner.to_owned(), m.clone())]).await
     }
 
     async fn append_many(&self, entries: &[(String, ArchivedMessage)]) -> StorageResult<()> {
