@@ -115,3 +115,29 @@ async def test_blocked_contact_sees_the_user_go_offline_and_domain_items(server)
         bob.xmpp.make_message(mto="alice@localhost", mbody="domain blocked", mtype="chat").send()
         error = await bob.next("message", lambda m: m["type"] == "error")
         assert error["error"]["condition"] == "service-unavailable"
+
+
+async def test_unblocked_subscriber_sees_presence_again(server):
+    """XEP-0191 §3.4: bob, subscribed to alice's presence, sees her go
+    offline when she blocks him and sees her current presence again when she
+    unblocks him (by item, and with an empty unblock-all)."""
+    from harness.scenarios import online_with_roster, subscribe_mutually
+
+    async with logged_in(server, "alice", "bob", plugins=PLUGINS) as (alice, bob):
+        await online_with_roster(alice, bob)
+        await subscribe_mutually(alice, bob)
+        alice.xmpp.send_presence(pstatus="here")
+        shown = await bob.next_presence(str(alice.xmpp.boundjid), "available")
+        assert shown["status"] == "here"
+        await blocking(alice).block(["bob@localhost"])
+        await bob.next_presence(str(alice.xmpp.boundjid), ptype="unavailable")
+        await blocking(alice).unblock(["bob@localhost"])
+        back = await bob.next_presence(str(alice.xmpp.boundjid), "available")
+        assert back["status"] == "here"
+        await blocking(alice).block(["bob@localhost"])
+        await bob.next_presence(str(alice.xmpp.boundjid), ptype="unavailable")
+        iq = alice.xmpp.make_iq_set()
+        iq.enable("unblock")
+        await alice.iq(iq)
+        again = await bob.next_presence(str(alice.xmpp.boundjid), "available")
+        assert again["status"] == "here"

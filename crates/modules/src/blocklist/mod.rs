@@ -132,6 +132,33 @@ fn with_items(name: &str, jids: &[String]) -> Element {
     el
 }
 
+/// §3.4: contacts subscribed to the user's presence see it again once
+/// unblocked (local contacts; remote ones need federation).
+async fn show_presence_again(server: &Server, owner: &BareJid, freed: &[String]) {
+    let Some(host) = server.host(owner.domain().as_str()) else {
+        return;
+    };
+    let user = owner.node().map(|n| n.as_str()).unwrap_or_default();
+    for jid in freed {
+        let Ok(contact) = BareJid::new(jid) else { continue };
+        let subscribed = matches!(
+            host.rosters.item(owner.domain().as_str(), user, contact.as_str()).await,
+            Ok(Some(item)) if item.subscription.has_from()
+        );
+        if !subscribed {
+            continue;
+        }
+        for resource in server.available_resources(owner) {
+            let Some(mut presence) = resource.with_presence(|p| p.last_presence.clone()) else {
+                continue;
+            };
+            stanza::set_attr(&mut presence, "from", resource.jid.to_string());
+            stanza::set_attr(&mut presence, "to", contact.as_str());
+            server.route(presence, None).await;
+        }
+    }
+}
+
 #[async_trait]
 impl BlockList for Blocklists {
     async fn blocks(&self, owner: &BareJid, other: &Jid) -> bool {
@@ -193,6 +220,7 @@ impl IqHandler for Blocklists {
             (Some("set"), "unblock") => {
                 let jids = items(req.payload)?;
                 let all = jids.is_empty();
+                let before = self.list(owner.as_str()).await;
                 let unblocked: Option<&[String]> = if all { None } else { Some(&jids) };
                 self.store
                     .unblock(owner.as_str(), unblocked)
@@ -200,6 +228,12 @@ impl IqHandler for Blocklists {
                     .map_err(failed)?;
                 self.forget(owner.as_str());
                 self.push(server, &owner, &with_items("unblock", &jids));
+                let freed: Vec<String> = if all {
+                    before.iter().cloned().collect()
+                } else {
+                    jids
+                };
+                show_presence_again(server, &owner, &freed).await;
                 Ok(None)
             }
             _ => Err(StanzaError::bad_request()),
