@@ -917,8 +917,13 @@ impl Connection {
                 });
             }
             self.held_back.push((el, stamp));
+            // Bounded however the stanzas arrive (one by one or in a burst).
+            if self.held_back.len() >= self.server.config.global.csi_queue_size {
+                let held = std::mem::take(&mut self.held_back);
+                self.write_stanzas(held).await?;
+            }
         }
-        if urgent || self.held_back.len() >= self.server.config.global.csi_queue_size {
+        if urgent && !self.held_back.is_empty() {
             let held = std::mem::take(&mut self.held_back);
             return self.write_stanzas(held).await;
         }
