@@ -857,9 +857,8 @@ impl Connection {
                 undelivered.push((el, stanza::now_stamp()));
             }
         }
-        let owner = session.bare();
         for (el, stamp) in undelivered {
-            requeue_message(&self.server, &owner, el, Some(&stamp)).await;
+            requeue_message(&self.server, &session.jid, el, Some(&stamp)).await;
         }
         end
     }
@@ -1143,7 +1142,8 @@ async fn end_session(server: &Server, session: &Arc<Session>) {
 /// the router to the account (another resource, or offline storage),
 /// stamped with when it first arrived (XEP-0203). Other stanzas are stale
 /// once the session is gone.
-async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element, stamp: Option<&str>) {
+async fn requeue_message(server: &Server, previous: &jid::FullJid, mut el: Element, stamp: Option<&str>) {
+    let owner = &previous.to_bare();
     // RFC 6120 §8.2.3: a request must get an answer; the resource is gone.
     if el.name() == "iq" && matches!(el.attr("type"), Some("get" | "set")) {
         server.bounce(&el, StanzaError::service_unavailable());
@@ -1159,12 +1159,18 @@ async fn requeue_message(server: &Server, owner: &jid::BareJid, mut el: Element,
     {
         return;
     }
-    stanza::set_attr(&mut el, "to", owner.to_string());
     if let Some(stamp) = stamp
         && !el.has_child("delay", ns::DELAY)
     {
         el.append_child(stanza::delay(owner.domain().as_str(), stamp));
     }
+    // A new login with the same resource replaced the session: it is the
+    // client that was meant, bound or not yet available.
+    if let Some(successor) = server.sessions.get(previous) {
+        successor.send(el);
+        return;
+    }
+    stanza::set_attr(&mut el, "to", owner.to_string());
     // Straight to the account's delivery: it already passed the message
     // filters (archived once, with its stanza-id).
     server.redeliver(el, owner).await;

@@ -244,9 +244,8 @@ pub async fn end_detached(server: &Server, mut state: Detached) {
             undelivered.push((el, stanza::now_stamp()));
         }
     }
-    let owner = state.session.bare();
     for (el, stamp) in undelivered {
-        super::requeue_message(server, &owner, el, Some(&stamp)).await;
+        super::requeue_message(server, &state.session.jid, el, Some(&stamp)).await;
     }
 }
 
