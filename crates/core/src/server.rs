@@ -89,9 +89,7 @@ impl Server {
     /// Sends an IQ get/set (its `from` set by the caller) and waits for the
     /// answer; `None` after `wait` or if it cannot be routed.
     pub async fn request_iq(&self, mut iq: Element, wait: std::time::Duration) -> Option<Element> {
-        use rand::Rng;
-        let bytes: [u8; 12] = rand::thread_rng().r#gen();
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = stanza::random_hex(12);
         stanza::set_attr(&mut iq, "id", id.as_str());
         let to = iq.attr("to")?.to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -158,6 +158,15 @@ pub fn remove_attr(el: &mut Element, name: &str) {
     }
 }
 
+/// `bytes` random bytes as lowercase hex: stream ids, session and
+/// resumption ids, ids of server-originated IQs.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Removes every child named `name` in namespace `ns`.
 pub fn remove_children(el: &mut Element, name: &str, ns: &str) {
     while el.remove_child(name, ns).is_some() {}

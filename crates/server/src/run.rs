@@ -22,7 +22,7 @@ use jackdaw_core::tls::Tls;
 use jackdaw_modules::component_http::ComponentHttp;
 use jackdaw_modules::muc::{JoinPolicy, MucService};
 use jackdaw_modules::muc_http_auth::MucHttpAuth;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -421,29 +421,38 @@ enum Listener {
     Component,
 }
 
+/// The next connection, or `None` once the server shuts down. Accept
+/// errors (out of file descriptors) are logged and retried after a capped
+/// backoff, so the loop never spins.
+pub async fn accept_next(server: &Server, listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Accepts connections; one over `c2s_max_connections` is closed at once
 /// with a warning (at most one a second), never left waiting unseen. A
 /// capped backoff on accept errors (out of file descriptors) keeps the loop
 /// from spinning.
 async fn accept_loop(server: Arc<Server>, listener: TcpListener, kind: Listener, limit: Arc<Semaphore>) {
-    let mut backoff = Duration::from_millis(5);
     let mut last_warning: Option<std::time::Instant> = None;
     let mut refused_since_warning = 0u64;
     loop {
-        let accepted = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
-            a = listener.accept() => a,
+        let Some((tcp, peer)) = accept_next(&server, &listener).await else {
+            return;
         };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(5);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             refused_since_warning += 1;
             if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

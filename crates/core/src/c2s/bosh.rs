@@ -221,9 +221,7 @@ impl BoshSessions {
 }
 
 fn new_sid() -> String {
-    use rand::Rng;
-    let bytes: [u8; 16] = rand::thread_rng().r#gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::stanza::random_hex(16)
 }
 
 fn stream_header(to: &str, lang: &str) -> Vec<u8> {

@@ -648,9 +648,7 @@ impl Connection {
 }
 
 fn new_stream_id() -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::thread_rng().r#gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    stanza::random_hex(12)
 }
 
 fn generated_resource() -> String {

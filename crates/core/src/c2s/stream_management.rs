@@ -129,9 +129,7 @@ impl ResumableSessions {
     /// Registers a session; returns its resumption id and the receiver its
     /// holder must listen on.
     pub fn register(&self, owner: BareJid) -> (String, mpsc::Receiver<TakeoverRequest>) {
-        use rand::Rng;
-        let bytes: [u8; 16] = rand::thread_rng().r#gen();
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = stanza::random_hex(16);
         let (tx, rx) = mpsc::channel(1);
         self.map().insert(id.clone(), (owner, tx));
         (id, rx)

@@ -310,9 +310,7 @@ async fn session(
 }
 
 fn new_id() -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::thread_rng().r#gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::stanza::random_hex(12)
 }
 
 #[cfg(test)]

@@ -27,19 +27,7 @@ impl TlsListener {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = server.shutdown.cancelled() => return,
-                    a = listener.accept() => a,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        debug!(error = %e, "https accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            while let Some((tcp, peer)) = crate::run::accept_next(&server, &listener).await {
                 let acceptor = server.tls.acceptor();
                 let tx = tx.clone();
                 tokio::spawn(async move {
