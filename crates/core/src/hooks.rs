@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use crate::auth::TokenVerifier;
 use crate::roster::RosterSource;
 use crate::server::Server;
 use crate::session::Session;
@@ -174,6 +175,8 @@ pub struct Hooks {
     roster_source: Option<Arc<dyn RosterSource>>,
     /// Set by the module that keeps blocklists (XEP-0191).
     block_list: Option<Arc<dyn BlockList>>,
+    /// Set by the module that issues OAuth tokens: OAUTHBEARER is offered.
+    token_verifier: Option<Arc<dyn TokenVerifier>>,
     /// HTTP routes modules mount on the HTTP listener for this host.
     http_routes: Option<axum::Router<Arc<Server>>>,
 }
@@ -235,6 +238,14 @@ impl Hooks {
 
     pub fn block_list(&self) -> Option<&Arc<dyn BlockList>> {
         self.block_list.as_ref()
+    }
+
+    pub fn set_token_verifier(&mut self, verifier: Arc<dyn TokenVerifier>) {
+        self.token_verifier = Some(verifier);
+    }
+
+    pub fn token_verifier(&self) -> Option<&Arc<dyn TokenVerifier>> {
+        self.token_verifier.as_ref()
     }
 
     /// Mounts routes on the HTTP listener; requests reach them by the

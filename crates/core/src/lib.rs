@@ -9,6 +9,7 @@ pub mod component;
 pub mod config;
 pub mod hooks;
 pub mod http_client;
+pub mod http_request;
 pub mod metrics;
 pub mod roster;
 pub mod sasl;

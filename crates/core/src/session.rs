@@ -46,6 +46,9 @@ pub struct Session {
     /// it (0: the usual smacks_hibernation_time); set by push (XEP-0357),
     /// which can wake the device when something does.
     hibernation_extension: AtomicU64,
+    /// Set when the session logged in with an OAuth token (OAUTHBEARER):
+    /// revoking that token or its grant ends the session.
+    pub token_login: std::sync::OnceLock<crate::auth::TokenLogin>,
 }
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -59,6 +62,7 @@ impl Session {
             kill,
             presence: Mutex::new(PresenceState::default()),
             hibernation_extension: AtomicU64::new(0),
+            token_login: std::sync::OnceLock::new(),
         }
     }
 

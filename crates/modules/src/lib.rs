@@ -8,6 +8,7 @@ pub mod carbons;
 pub mod cloud_notify;
 pub mod component_http;
 pub mod disco;
+pub mod http_oauth2;
 pub mod mam;
 pub mod muc;
 pub mod muc_http_auth;
@@ -50,6 +51,7 @@ const MODULES: &[(&str, bool, &[&str], InitFn)] = &[
     ("mam", true, mam::OPTIONS, mam::init),
     ("carbons", true, carbons::OPTIONS, carbons::init),
     ("cloud_notify", true, cloud_notify::OPTIONS, cloud_notify::init),
+    ("http_oauth2", false, http_oauth2::OPTIONS, http_oauth2::init),
     (
         "http_roster_admin",
         false,

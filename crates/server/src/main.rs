@@ -38,6 +38,18 @@ enum Command {
     /// Certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The OAuth authorization server (module http_oauth2).
+    #[command(subcommand)]
+    Oauth2(Oauth2Command),
+}
+
+#[derive(Subcommand)]
+enum Oauth2Command {
+    /// Add a new id_token signing key (used from the next start) and drop
+    /// keys superseded more than a day ago.
+    RotateKey,
+    /// List the signing keys published in the JWKS.
+    ListKeys,
 }
 
 #[derive(Subcommand)]
@@ -116,8 +128,45 @@ fn real_main(cli: Cli) -> Result<()> {
             println!("wrote {} and {}", p.cert.display(), p.key.display());
             Ok(())
         }
+        Command::Oauth2(cmd) => {
+            init_logging("warn");
+            runtime.block_on(async {
+                let backends = wiring::open(&config)?;
+                let r = oauth2_keys(cmd, &backends).await;
+                backends.db.checkpoint().await.ok();
+                r
+            })
+        }
         Command::CheckConfig { .. } => unreachable!("handled above"),
     }
+}
+
+/// Signing keys older than their successor by this much are dropped at
+/// rotation: id_tokens are checked at login, not kept for long.
+const SUPERSEDED_KEY_GRACE: i64 = 86_400;
+
+async fn oauth2_keys(cmd: Oauth2Command, backends: &wiring::Backends) -> Result<()> {
+    let store = &backends.stores.oauth;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Oauth2Command::RotateKey = cmd {
+        let key = jackdaw_modules::http_oauth2::keys::generate_signing_key(now)?;
+        store.add_signing_key(&key).await?;
+        println!("added signing key {} (signs from the next start)", key.kid);
+        let keys = store.signing_keys().await?;
+        for pair in keys.windows(2) {
+            if pair[1].created_at + SUPERSEDED_KEY_GRACE <= now {
+                store.delete_signing_key(&pair[0].kid).await?;
+                println!("removed signing key {} (superseded)", pair[0].kid);
+            }
+        }
+    }
+    for key in store.signing_keys().await? {
+        println!("{}\t{}\tcreated {}", key.kid, key.algorithm, key.created_at);
+    }
+    Ok(())
 }
 
 /// Lets SIGHUP change the log filter of the running server.

@@ -47,3 +47,45 @@ pub trait Authenticator: Send + Sync {
     async fn delete_user(&self, host: &str, user: &str) -> Result<(), AuthError>;
     async fn list_users(&self, host: &str) -> Result<Vec<String>, AuthError>;
 }
+
+/// Who an OAuth access token speaks for, as a SASL mechanism needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenLogin {
+    /// The account's localpart.
+    pub user: String,
+    /// The grant the token belongs to: revoking it ends the sessions.
+    pub grant_id: String,
+    /// Identifies the token itself (not the token: a hash prefix), so
+    /// revoking one access token ends the sessions it opened.
+    pub token_id: String,
+}
+
+/// Why a bearer token was refused (RFC 7628 §3.2.2 `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Unknown, expired or revoked.
+    InvalidToken,
+    /// Valid, but without the scope XMPP login needs.
+    InsufficientScope,
+}
+
+impl TokenRefusal {
+    pub fn status(&self) -> &'static str {
+        match self {
+            TokenRefusal::InvalidToken => "invalid_token",
+            TokenRefusal::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+/// Checks OAuth access tokens for the OAUTHBEARER mechanism (RFC 7628);
+/// set on a host's hooks by the module that issues them (`http_oauth2`).
+#[async_trait]
+pub trait TokenVerifier: Send + Sync {
+    /// The account a token with the `xmpp` scope logs into.
+    async fn verify(&self, host: &str, token: &str) -> Result<Result<TokenLogin, TokenRefusal>, AuthError>;
+    /// The scope a client should ask for, for the RFC 7628 error message.
+    fn required_scope(&self) -> &'static str {
+        "xmpp"
+    }
+}

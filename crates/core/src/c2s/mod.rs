@@ -145,6 +145,8 @@ struct Connection {
     bindings: Option<ChannelBindings>,
     /// The authenticated user (node part), once SASL succeeded.
     user: Option<String>,
+    /// The OAuth token the user logged in with (OAUTHBEARER).
+    token_login: Option<crate::auth::TokenLogin>,
     session: Option<Arc<Session>>,
     outbox: Option<mpsc::Receiver<Outbound>>,
     /// XEP-0198 state once the client enabled stream management.
@@ -185,6 +187,7 @@ impl Connection {
             host: None,
             bindings,
             user: None,
+            token_login: None,
             session: None,
             outbox: None,
             sm: None,
@@ -433,6 +436,10 @@ impl Connection {
             out.push(Mechanism::ScramSha256);
             out.push(Mechanism::ScramSha1);
         }
+        // Bearer tokens, like passwords, only cross encrypted streams.
+        if secure && self.host_ref().hooks.token_verifier().is_some() {
+            out.push(Mechanism::OAuthBearer);
+        }
         if secure {
             out.push(Mechanism::Plain);
         }
@@ -619,6 +626,9 @@ impl Connection {
             };
             let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
             let session = Arc::new(Session::new(full.clone(), tx, CancellationToken::new()));
+            if let Some(login) = self.token_login.clone() {
+                let _ = session.token_login.set(login);
+            }
             if let Some(old) = self.server.sessions.insert(session.clone()) {
                 info!(jid = %full, "resource conflict: replacing the older session");
                 old.close(StreamError::Conflict);

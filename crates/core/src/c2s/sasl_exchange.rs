@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::{Connection, End};
 use crate::auth::AuthError;
 use crate::sasl::scram::ScramServer;
-use crate::sasl::{self, Mechanism, SaslError, plain};
+use crate::sasl::{self, Mechanism, SaslError, oauthbearer, plain};
 use crate::stream::{StreamEvent, ns};
 
 impl Connection {
@@ -45,6 +45,8 @@ impl Connection {
         };
         let outcome = if mechanism == Mechanism::Plain {
             self.sasl_plain(&initial).await
+        } else if mechanism == Mechanism::OAuthBearer {
+            self.sasl_oauthbearer(&initial, deadline).await?
         } else {
             self.sasl_scram(mechanism, &initial, &offered, deadline).await?
         };
@@ -108,6 +110,69 @@ impl Connection {
             Ok(true) => Ok((user, None)),
             Ok(false) => Err(SaslError::NotAuthorized),
             Err(e) => Err(backend_failure(e)),
+        }
+    }
+
+    /// RFC 7628: the token must carry the `xmpp` scope; a refusal goes
+    /// through the error challenge the client must acknowledge.
+    async fn sasl_oauthbearer(
+        &mut self,
+        initial: &[u8],
+        deadline: Instant,
+    ) -> Result<Result<(String, Option<Vec<u8>>), SaslError>, End> {
+        let creds = match oauthbearer::parse(initial) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let host = self.host.clone().unwrap_or_default();
+        let Some(verifier) = self.host_ref().hooks.token_verifier().cloned() else {
+            return Ok(Err(SaslError::InvalidMechanism));
+        };
+        let refusal = match verifier.verify(&host, &creds.token).await {
+            Ok(Ok(login)) => {
+                // The authzid, when given, must name the token's account.
+                match self.account_for(&login.user, creds.authzid.as_deref()) {
+                    Ok(user) if user == login.user => {
+                        self.token_login = Some(login);
+                        return Ok(Ok((user, None)));
+                    }
+                    Ok(_) => return Ok(Err(SaslError::InvalidAuthzid)),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            Ok(Err(refusal)) => refusal,
+            Err(e) => return Ok(Err(backend_failure(e))),
+        };
+        info!(status = refusal.status(), "OAUTHBEARER token refused");
+        // Where to get a token, when the server knows its public URL.
+        let discovery = self
+            .server
+            .config
+            .global
+            .http_external_url
+            .as_deref()
+            .map(|base| format!("{}/.well-known/openid-configuration", base.trim_end_matches('/')));
+        let challenge =
+            oauthbearer::error_challenge(refusal.status(), verifier.required_scope(), discovery.as_deref());
+        self.write(&format!(
+            "<challenge xmlns='{}'>{}</challenge>",
+            ns::SASL,
+            sasl::encode_base64(&challenge)
+        ))
+        .await?;
+        // §3.2.2: the client answers the error with a lone %x01 (or
+        // aborts); either way the exchange fails.
+        match self.next_event(Some(deadline)).await? {
+            StreamEvent::Stanza(el) if el.is("response", ns::SASL) => {
+                let ack = sasl::decode_base64(&el.text()).unwrap_or_default();
+                if !oauthbearer::is_error_acknowledgement(&ack) {
+                    debug!("OAUTHBEARER: the client did not acknowledge the error as RFC 7628 asks");
+                }
+                Ok(Err(SaslError::NotAuthorized))
+            }
+            StreamEvent::Stanza(el) if el.is("abort", ns::SASL) => Ok(Err(SaslError::Aborted)),
+            StreamEvent::End => Err(End::Closed),
+            _ => Err(self.stream_error(crate::stream::StreamError::NotAuthorized).await),
         }
     }
 

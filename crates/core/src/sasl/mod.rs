@@ -8,6 +8,7 @@
 //! check of the authorization identity against the stream's JID belong to
 //! the caller.
 
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 
@@ -31,15 +32,18 @@ pub enum Mechanism {
     ScramSha1Plus,
     ScramSha256,
     ScramSha256Plus,
+    /// RFC 7628: an OAuth 2.0 access token (offered by `http_oauth2`).
+    OAuthBearer,
 }
 
 impl Mechanism {
     /// Every mechanism, strongest first: the order to advertise them in.
-    pub const ALL: [Mechanism; 5] = [
+    pub const ALL: [Mechanism; 6] = [
         Mechanism::ScramSha256Plus,
         Mechanism::ScramSha1Plus,
         Mechanism::ScramSha256,
         Mechanism::ScramSha1,
+        Mechanism::OAuthBearer,
         Mechanism::Plain,
     ];
 
@@ -51,6 +55,7 @@ impl Mechanism {
             Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -61,10 +66,10 @@ impl Mechanism {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// The hash of a SCRAM mechanism; `None` for PLAIN.
+    /// The hash of a SCRAM mechanism; `None` for the others.
     pub fn hash(&self) -> Option<ScramHash> {
         match self {
-            Mechanism::Plain => None,
+            Mechanism::Plain | Mechanism::OAuthBearer => None,
             Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
             Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
         }

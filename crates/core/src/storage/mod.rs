@@ -286,6 +286,115 @@ pub trait BlocklistStore: Send + Sync {
     async fn unblock(&self, owner: &str, jids: Option<&[String]>) -> StorageResult<()>;
 }
 
+/// What one user allowed one OAuth client (module `http_oauth2`): the
+/// tokens issued from one authorization belong to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthGrant {
+    pub id: String,
+    pub host: String,
+    pub username: String,
+    /// SHA-256 (hex) of the client_id, which is too long to key on.
+    pub client_hash: String,
+    pub client_name: String,
+    pub client_uri: String,
+    pub scope: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthTokenKind {
+    Access,
+    Refresh,
+}
+
+impl OAuthTokenKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OAuthTokenKind::Access => "access",
+            OAuthTokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// A token as stored: only its SHA-256 (hex), never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthToken {
+    pub hash: String,
+    pub grant_id: String,
+    pub kind: OAuthTokenKind,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// A refresh token already exchanged, kept until it expires so that a
+    /// second use is recognised as theft (RFC 9700 §4.14.2).
+    pub used: bool,
+}
+
+/// A key that signs id_tokens; the private key is PKCS#8 DER.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How exchanging a refresh token went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRotation {
+    /// Marked used; the new tokens are stored.
+    Rotated,
+    /// It had been exchanged before: someone replays it.
+    AlreadyUsed,
+    /// No such (unexpired) refresh token.
+    Unknown,
+}
+
+/// OAuth grants, tokens and the server's signing keys (`http_oauth2`).
+#[async_trait]
+pub trait OAuthStore: Send + Sync {
+    /// Every stored signing key, oldest first.
+    async fn signing_keys(&self) -> StorageResult<Vec<SigningKey>>;
+    async fn add_signing_key(&self, key: &SigningKey) -> StorageResult<()>;
+    async fn delete_signing_key(&self, kid: &str) -> StorageResult<()>;
+    /// The server secret called `name`, stored as `fresh` if there is none.
+    async fn secret(&self, name: &str, fresh: &[u8]) -> StorageResult<Vec<u8>>;
+    async fn create_grant(&self, grant: &OAuthGrant, tokens: &[OAuthToken]) -> StorageResult<()>;
+    /// An unexpired token by hash, with its grant.
+    async fn token(&self, hash: &str, now: i64) -> StorageResult<Option<(OAuthToken, OAuthGrant)>>;
+    /// Exchanges the refresh token `old_hash` for `new` tokens of the same
+    /// grant, in one transaction; marks the grant used at `now`.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new: &[OAuthToken],
+        now: i64,
+    ) -> StorageResult<RefreshRotation>;
+    /// Deletes one token (its grant stays).
+    async fn delete_token(&self, hash: &str) -> StorageResult<bool>;
+    /// Deletes a grant and every token issued from it.
+    async fn delete_grant(&self, id: &str) -> StorageResult<bool>;
+    async fn grant(&self, id: &str) -> StorageResult<Option<OAuthGrant>>;
+    /// The account's grants, newest first.
+    async fn grants(&self, host: &str, username: &str) -> StorageResult<Vec<OAuthGrant>>;
+    async fn touch_grant(&self, id: &str, now: i64) -> StorageResult<()>;
+    /// Drops expired tokens, and grants left without tokens; returns how
+    /// many grants went.
+    async fn purge_expired(&self, now: i64) -> StorageResult<usize>;
+}
+
 /// Every store the core and the modules use, chosen once by the server.
 #[derive(Clone)]
 pub struct Stores {
@@ -296,4 +405,5 @@ pub struct Stores {
     pub archive: std::sync::Arc<dyn ArchiveStore>,
     pub push: std::sync::Arc<dyn PushStore>,
     pub blocklist: std::sync::Arc<dyn BlocklistStore>,
+    pub oauth: std::sync::Arc<dyn OAuthStore>,
 }

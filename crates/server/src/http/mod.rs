@@ -102,6 +102,12 @@ async fn client_address(
 ) -> Response {
     let caller = state.caller(peer, request.headers());
     request.extensions_mut().insert(ConnectInfo(caller.addr));
+    request
+        .extensions_mut()
+        .insert(jackdaw_core::http_request::ClientTransport {
+            addr: caller.addr,
+            secure: caller.secure,
+        });
     next.run(request).await
 }
 

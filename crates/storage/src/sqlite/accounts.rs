@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use jackdaw_core::storage::{AccountStore, ScramCredentials, ScramHash, StorageError, StorageResult};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Context, SqliteStore, archive, blocklist, offline, push, roster, to_unsigned, write_tx};
+use super::{Context, SqliteStore, archive, blocklist, oauth, offline, push, roster, to_unsigned, write_tx};
 
 /// Stores `creds`; a second entry for the same hash replaces the first.
 fn insert_credentials(
@@ -158,6 +158,7 @@ impl AccountStore for SqliteStore {
             archive::delete_user(&tx, &format!("{user}@{host}")).context(OP)?;
             push::delete_user(&tx, &format!("{user}@{host}")).context(OP)?;
             blocklist::delete_user(&tx, &format!("{user}@{host}")).context(OP)?;
+            oauth::delete_user(&tx, &host, &user).context(OP)?;
             tx.commit().context(OP)?;
             Ok(existed)
         })

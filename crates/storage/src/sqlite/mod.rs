@@ -20,6 +20,7 @@ mod accounts;
 mod archive;
 mod blocklist;
 mod muc;
+mod oauth;
 mod offline;
 mod push;
 mod roster;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_push.sql"),
     include_str!("migrations/0005_blocklist.sql"),
     include_str!("migrations/0006_archive_indexes.sql"),
+    include_str!("migrations/0007_oauth2.sql"),
 ];
 
 /// How long a statement waits for a lock held by another connection (an
@@ -140,6 +142,7 @@ impl SqliteStore {
             archive: Arc::new(self.clone()),
             push: Arc::new(self.clone()),
             blocklist: Arc::new(self.clone()),
+            oauth: Arc::new(self.clone()),
         }
     }
 

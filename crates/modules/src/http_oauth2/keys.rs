@@ -1,0 +1,243 @@
+//! The server's keys: ES256 keys that sign id_tokens (published as a JWKS)
+//! and a symmetric key for what only this server reads back (the web
+//! login cookie, the consent form's request). Both live in the database:
+//! generated on first start, rotated with `jackdaw oauth2 rotate-key`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use jackdaw_core::storage::{OAuthStore, SigningKey, StorageError};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const ALGORITHM: &str = "ES256";
+/// The name of the symmetric secret in `OAuthStore::secret`.
+const INTERNAL_SECRET: &str = "http_oauth2.internal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("stored signing key {kid} is unusable: {reason}")]
+    BadKey { kid: String, reason: String },
+    #[error("cannot generate a key")]
+    Generate,
+}
+
+/// One public key as published, and the private one to sign with.
+struct EcKey {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+/// The keys of one server, loaded once.
+pub struct Keys {
+    /// Newest last; the newest signs.
+    signing: Vec<EcKey>,
+    internal: Vec<u8>,
+}
+
+/// A new ES256 key with its RFC 7638 thumbprint as kid.
+pub fn generate_signing_key(now: i64) -> Result<SigningKey, KeyError> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| KeyError::Generate)?;
+    let der = pkcs8.as_ref().to_vec();
+    let key = load(&SigningKey {
+        kid: String::new(),
+        algorithm: ALGORITHM.into(),
+        private_key: der.clone(),
+        created_at: now,
+    })?;
+    Ok(SigningKey {
+        kid: thumbprint(&key.jwk),
+        algorithm: ALGORITHM.into(),
+        private_key: der,
+        created_at: now,
+    })
+}
+
+fn load(stored: &SigningKey) -> Result<EcKey, KeyError> {
+    let bad = |reason: &str| KeyError::BadKey {
+        kid: stored.kid.clone(),
+        reason: reason.into(),
+    };
+    if stored.algorithm != ALGORITHM {
+        return Err(bad("not an ES256 key"));
+    }
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &stored.private_key,
+        &SystemRandom::new(),
+    )
+    .map_err(|_| bad("not a P-256 PKCS#8 key"))?;
+    // The public key is the uncompressed point 0x04 || x || y.
+    let point = pair.public_key().as_ref();
+    if point.len() != 65 {
+        return Err(bad("unexpected public key length"));
+    }
+    let jwk = json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    });
+    let kid = if stored.kid.is_empty() {
+        thumbprint(&jwk)
+    } else {
+        stored.kid.clone()
+    };
+    let mut jwk = jwk;
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    jwk["alg"] = json!(ALGORITHM);
+    Ok(EcKey {
+        kid,
+        encoding: EncodingKey::from_ec_der(&stored.private_key),
+        jwk,
+    })
+}
+
+/// RFC 7638: SHA-256 of the required members in lexicographic order.
+fn thumbprint(jwk: &Value) -> String {
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        jwk["x"].as_str().unwrap_or_default(),
+        jwk["y"].as_str().unwrap_or_default()
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+impl Keys {
+    /// Loads the stored keys, making the first ones on a new server.
+    pub async fn load_or_create(store: &dyn OAuthStore, now: i64) -> Result<Keys, KeyError> {
+        let mut stored = store.signing_keys().await?;
+        if stored.is_empty() {
+            let key = generate_signing_key(now)?;
+            store.add_signing_key(&key).await?;
+            tracing::info!(kid = %key.kid, "generated the OAuth id_token signing key");
+            stored.push(key);
+        }
+        let signing = stored.iter().map(load).collect::<Result<Vec<_>, _>>()?;
+        let mut fresh = [0u8; 32];
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut fresh).map_err(|_| KeyError::Generate)?;
+        let internal = store.secret(INTERNAL_SECRET, &fresh).await?;
+        Ok(Keys { signing, internal })
+    }
+
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": self.signing.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    }
+
+    /// Signs claims as a JWS with the current ES256 key (id_tokens).
+    pub fn sign(&self, claims: &impl Serialize) -> Option<String> {
+        let key = self.signing.last()?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| tracing::error!(error = %e, "cannot sign an id_token"))
+            .ok()
+    }
+
+    /// The symmetric key for `purpose` on `host`: separate keys per use,
+    /// so a value made for one purpose never passes for another.
+    fn internal_key(&self, host: &str, purpose: &str) -> Vec<u8> {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.internal).expect("HMAC takes keys of any length");
+        mac.update(host.as_bytes());
+        mac.update(b"\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// A value only this server can have made (HS256 JWT).
+    pub fn seal(&self, host: &str, purpose: &str, claims: &impl Serialize) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(&self.internal_key(host, purpose)),
+        )
+        .expect("HS256 signing does not fail")
+    }
+
+    /// Opens what `seal` made for the same host and purpose; checks `exp`.
+    pub fn open<T: DeserializeOwned>(&self, host: &str, purpose: &str, sealed: &str) -> Option<T> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        jsonwebtoken::decode::<T>(
+            sealed,
+            &DecodingKey::from_secret(&self.internal_key(host, purpose)),
+            &validation,
+        )
+        .ok()
+        .map(|d| d.claims)
+    }
+
+    /// A CSRF token bound to a browser's cookie nonce.
+    pub fn csrf_token(&self, host: &str, nonce: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.internal_key(host, "csrf"))
+            .expect("HMAC takes keys of any length");
+        mac.update(nonce.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    pub fn csrf_matches(&self, host: &str, nonce: &str, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.csrf_token(host, nonce).as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_load_and_sign() {
+        let stored = generate_signing_key(1).unwrap();
+        let key = load(&stored).unwrap();
+        assert_eq!(key.kid, stored.kid);
+        assert_eq!(key.jwk["kid"], json!(stored.kid));
+        assert_eq!(key.jwk["crv"], "P-256");
+        let keys = Keys {
+            signing: vec![key],
+            internal: vec![7; 32],
+        };
+        let token = keys.sign(&json!({"sub": "x", "exp": 4_000_000_000u64})).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.kid.as_deref(), Some(stored.kid.as_str()));
+        // Verifies with the published x/y.
+        let jwk = &keys.jwks()["keys"][0];
+        let decoding =
+            DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.validate_aud = false;
+        assert!(jsonwebtoken::decode::<Value>(&token, &decoding, &v).is_ok());
+    }
+
+    #[test]
+    fn sealed_values_are_bound_to_host_and_purpose() {
+        let keys = Keys {
+            signing: vec![],
+            internal: vec![9; 32],
+        };
+        let sealed = keys.seal("h", "a", &json!({"v": 1, "exp": 4_000_000_000u64}));
+        assert_eq!(keys.open::<Value>("h", "a", &sealed).unwrap()["v"], 1);
+        assert!(keys.open::<Value>("h", "b", &sealed).is_none());
+        assert!(keys.open::<Value>("g", "a", &sealed).is_none());
+        let expired = keys.seal("h", "a", &json!({"exp": 1}));
+        assert!(keys.open::<Value>("h", "a", &expired).is_none());
+        let csrf = keys.csrf_token("h", "n1");
+        assert!(keys.csrf_matches("h", "n1", &csrf));
+        assert!(!keys.csrf_matches("h", "n2", &csrf));
+        assert!(keys.sign(&json!({})).is_none(), "no signing key");
+    }
+}
