@@ -41,8 +41,12 @@ function toml(value) {
 
 /** One jackdaw process with its own config, data and ephemeral ports (as harness/server.py). */
 export class JackdawServer {
-  /** `options` are global config options; they override the defaults below. */
-  constructor(options = {}) {
+  /**
+   * `options` are global config options; they override the defaults below.
+   * `hostOptions` are the options of `[hosts."localhost"]` (as
+   * harness/server.py's host_options), e.g. `modules_enabled`.
+   */
+  constructor(options = {}, hostOptions = {}) {
     this.workdir = mkdtempSync(path.join(tmpdir(), "jackdaw-web-"));
     this.dataPath = path.join(this.workdir, "data");
     this.configPath = path.join(this.workdir, "jackdaw.toml");
@@ -60,7 +64,9 @@ export class JackdawServer {
       ...options,
     };
     const lines = Object.entries(this.options).map(([key, value]) => `${key} = ${toml(value)}`);
-    lines.push("", `[hosts."${DOMAIN}"]`, "");
+    this.hostOptions = { ...hostOptions };
+    lines.push("", `[hosts."${DOMAIN}"]`);
+    lines.push(...Object.entries(this.hostOptions).map(([key, value]) => `${key} = ${toml(value)}`), "");
     writeFileSync(this.configPath, lines.join("\n"));
     this.process = null;
     this.exit = null;
