@@ -468,7 +468,7 @@ async fn register(web: Web, body: Bytes) -> Response {
 fn authenticate_client(
     web: &Web,
     form: &HashMap<String, String>,
-) -> Result<(String, ClientMetadata), Response> {
+) -> Result<(String, ClientMetadata), Box<Response>> {
     let invalid = |basic: bool| {
         web.oauth.count("client_auth_failed");
         let mut r = oauth_error(
@@ -500,34 +500,34 @@ fn authenticate_client(
                 })
         });
     let (client_id, secret, via_basic) = match basic {
-        Some(None) => return Err(invalid(true)),
+        Some(None) => return Err(Box::new(invalid(true))),
         Some(Some(_)) if form.contains_key("client_secret") => {
-            return Err(oauth_error(
+            return Err(Box::new(oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "use one client authentication method, not two",
-            ));
+            )));
         }
         Some(Some((id, secret))) => {
             if form.get("client_id").is_some_and(|f| *f != id) {
-                return Err(invalid(true));
+                return Err(Box::new(invalid(true)));
             }
             (id, Some(secret), true)
         }
         None => match form.get("client_id") {
             Some(id) => (id.clone(), form.get("client_secret").cloned(), false),
             None => {
-                return Err(oauth_error(
+                return Err(Box::new(oauth_error(
                     StatusCode::UNAUTHORIZED,
                     "invalid_client",
                     "client_id is missing",
-                ));
+                )));
             }
         },
     };
     let Some(client) = web.oauth.client(&client_id) else {
         info!(remote = %web.transport.addr, "OAuth client refused: unknown or tampered client_id");
-        return Err(invalid(via_basic));
+        return Err(Box::new(invalid(via_basic)));
     };
     let registrar = web
         .oauth
@@ -541,7 +541,7 @@ fn authenticate_client(
     };
     if !ok {
         info!(remote = %web.transport.addr, client = %client.client_name, "OAuth client refused: wrong client secret");
-        return Err(invalid(via_basic));
+        return Err(Box::new(invalid(via_basic)));
     }
     Ok((client_id, client))
 }
@@ -805,8 +805,8 @@ fn checked_form(
     web: &Web,
     keys: &Keys,
     body: &[u8],
-) -> Result<(WebSession, HashMap<String, String>), Response> {
-    let form = params(body).map_err(|e| web.error_page(StatusCode::BAD_REQUEST, &e))?;
+) -> Result<(WebSession, HashMap<String, String>), Box<Response>> {
+    let form = params(body).map_err(|e| Box::new(web.error_page(StatusCode::BAD_REQUEST, &e)))?;
     let session = WebSession::from_headers(keys, &web.oauth.host, &web.headers);
     match (&session, form.get("csrf")) {
         (Some(s), Some(csrf)) if keys.csrf_matches(&web.oauth.host, &s.nonce, csrf) => {
@@ -814,10 +814,10 @@ fn checked_form(
         }
         _ => {
             warn!(remote = %web.transport.addr, "OAuth form refused: missing or wrong CSRF token");
-            Err(web.error_page(
+            Err(Box::new(web.error_page(
                 StatusCode::FORBIDDEN,
                 "This form expired or did not come from this site. Go back, reload the page and try again.",
-            ))
+            )))
         }
     }
 }
@@ -832,7 +832,7 @@ async fn login(web: Web, body: Bytes) -> Response {
     };
     let (session, form) = match checked_form(&web, &keys, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let base = web.base_path();
     // Only back into our own pages: an open redirect would help phishing.
@@ -905,7 +905,7 @@ async fn logout(web: Web, body: Bytes) -> Response {
         Err(r) => return r,
     };
     if let Err(r) = checked_form(&web, &keys, &body) {
-        return r;
+        return *r;
     }
     let anonymous = WebSession::anonymous(unix_now());
     with_cookie(
@@ -924,7 +924,7 @@ async fn consent(web: Web, body: Bytes) -> Response {
     };
     let (session, form) = match checked_form(&web, &keys, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(request) = form
         .get("request")
@@ -1091,7 +1091,7 @@ async fn token(web: Web, body: Bytes) -> Response {
     };
     let (client_id, client) = match authenticate_client(&web, &form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let c = &web.oauth.config;
     let allowed = match grant_type.as_str() {
@@ -1401,7 +1401,7 @@ async fn revoke(web: Web, body: Bytes) -> Response {
     };
     let (client_id, _) = match authenticate_client(&web, &form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(token) = form.get("token") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is missing");
@@ -1443,7 +1443,7 @@ async fn introspect(web: Web, body: Bytes) -> Response {
     };
     let (client_id, client) = match authenticate_client(&web, &form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if client.is_public() {
         return oauth_error(
@@ -1551,7 +1551,7 @@ async fn device_authorization(web: Web, body: Bytes) -> Response {
     };
     let (client_id, client) = match authenticate_client(&web, &form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !web.oauth.config.allows_grant("device_code") || !client.allows_grant(DEVICE_CODE_URN) {
         return oauth_error(
@@ -1736,7 +1736,7 @@ async fn revoke_grant_form(web: Web, body: Bytes) -> Response {
     };
     let (session, form) = match checked_form(&web, &keys, &body) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(user) = session.sub else {
         return web.error_page(StatusCode::FORBIDDEN, "Sign in first.");
