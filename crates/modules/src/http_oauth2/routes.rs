@@ -211,7 +211,7 @@ impl Web {
         keys: &Keys,
         session: &WebSession,
         next: &str,
-        client_name: Option<&str>,
+        username: &str,
         error: Option<&str>,
         status: StatusCode,
     ) -> Response {
@@ -221,10 +221,28 @@ impl Web {
             json!({
                 "csrf": keys.csrf_token(&self.oauth.host, &session.nonce),
                 "next": next,
-                "client_name": client_name,
+                "client_name": self.client_waiting_at(next),
+                "username": username,
                 "error": error,
             }),
         )
+    }
+
+    /// The name of the application the login page leads back to, from its
+    /// `next` address (an authorization request or a device code).
+    fn client_waiting_at(&self, next: &str) -> Option<String> {
+        let query = next.split_once('?')?.1;
+        let q = params(query.as_bytes()).ok()?;
+        let client_id = match q.get("user_code") {
+            Some(code) => {
+                self.oauth
+                    .devices
+                    .by_user_code(&normalize_user_code(code))?
+                    .client_id
+            }
+            None => q.get("client_id")?.clone(),
+        };
+        self.oauth.client(&client_id).map(|c| c.client_name)
     }
 
     fn account(&self, user: &str) -> String {
@@ -722,14 +740,7 @@ async fn authorize(web: Web, uri: Uri) -> Response {
             None => format!("{}{}", web.base_path(), uri.path()),
         };
         return with_cookie(
-            web.login_page(
-                &keys,
-                &session,
-                &next,
-                Some(&client.client_name),
-                None,
-                StatusCode::OK,
-            ),
+            web.login_page(&keys, &session, &next, "", None, StatusCode::OK),
             cookie,
         );
     };
@@ -844,7 +855,7 @@ async fn login(web: Web, body: Bytes) -> Response {
     let typed = form.get("username").map(|u| u.trim()).unwrap_or("");
     let password = form.get("password").map(String::as_str).unwrap_or("");
     let retry =
-        |error: &str, status: StatusCode| web.login_page(&keys, &session, &next, None, Some(error), status);
+        |error: &str, status: StatusCode| web.login_page(&keys, &session, &next, typed, Some(error), status);
     let Some(user) = localpart(typed, &web.oauth.host) else {
         return retry("Wrong username or password.", StatusCode::UNAUTHORIZED);
     };
@@ -1624,14 +1635,7 @@ async fn device_page(web: Web, uri: Uri) -> Response {
             url::form_urlencoded::byte_serialize(user_code.as_bytes()).collect::<String>()
         );
         return with_cookie(
-            web.login_page(
-                &keys,
-                &session,
-                &next,
-                Some(&client.client_name),
-                None,
-                StatusCode::OK,
-            ),
+            web.login_page(&keys, &session, &next, "", None, StatusCode::OK),
             cookie,
         );
     };
@@ -1685,7 +1689,7 @@ async fn grants_page(web: Web) -> Response {
     let Some(user) = session.sub.clone() else {
         let next = format!("{}/oauth2/grants", web.base_path());
         return with_cookie(
-            web.login_page(&keys, &session, &next, None, None, StatusCode::OK),
+            web.login_page(&keys, &session, &next, "", None, StatusCode::OK),
             cookie,
         );
     };
