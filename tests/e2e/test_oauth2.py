@@ -343,7 +343,7 @@ def test_authorization_code_flow_with_pkce_openid_userinfo_and_introspection(
     consent = browser.follow_login(page, "alice")
     assert consent.is_consent, consent.describe()
     text = consent.text()
-    assert "Code Flow App" in text and WEB_CLIENT_URI.rstrip("/") in consent.response.text, consent.describe()
+    assert "Code Flow App" in text and WEB_CLIENT_URI.rstrip("/") in text, consent.describe()
     items = consent.by_id("scopes").find_all("li")
     assert len(items) == 3, items
     scopes_text = consent.by_id("scopes").text().lower()
@@ -607,7 +607,8 @@ def test_device_page_refuses_an_unknown_user_code(provider: Provider, browser: B
     assert page.by_id("error") is not None and not page.is_consent, page.describe()
     assert answer.status_code in (200, 400, 404), page.describe()
     # Not logged in, the device page asks for a login first.
-    page = provider.browser().page("/oauth2/device?user_code=ABCD-EFGH")
+    grant = provider.device_authorization(provider.device_client(), "xmpp").json()
+    page = provider.browser().page(f"/oauth2/device?user_code={grant['user_code']}")
     assert page.status == 200 and page.is_login, page.describe()
 
 
@@ -916,7 +917,7 @@ def test_consent_and_login_forms_need_the_csrf_token(provider: Provider, browser
             data["csrf"] = csrf
         answer = browser.post("/oauth2/login", data)
         assert answer.status_code == 403, f"login with csrf={csrf!r}: {answer.status_code}"
-        assert not browser.logged_in, "logged in without a valid csrf token"
+        assert not browser.signed_in(), "logged in without a valid csrf token"
 
     consent = browser.open_consent(flow.url, "alice")
     fields = consent.form("consent").fields()
@@ -945,7 +946,7 @@ def test_wrong_password_on_the_login_page(provider: Provider, browser: Browser) 
     assert answer.status_code == 401, retry.describe()
     assert retry.is_login and retry.by_id("error") is not None, retry.describe()
     assert_page_headers(answer, "login error page")
-    assert not browser.logged_in
+    assert not browser.signed_in()
     for user in ("nobody", ""):
         answer = browser.login(retry, user, "whatever")
         assert answer.status_code == 401 and Page(answer).by_id("error") is not None, answer.text[:2000]
@@ -1279,5 +1280,5 @@ def test_native_client_uri_shown_on_consent(provider: Provider, browser: Browser
     client = provider.native_client("Native Consent App", [OOB])
     page = browser.open_consent(start_code_flow(provider, client, "openid xmpp").url, "alice")
     assert page.is_consent and "Native Consent App" in page.text(), page.describe()
-    assert NATIVE_CLIENT_URI.rstrip("/") in page.response.text, page.describe()
+    assert NATIVE_CLIENT_URI.rstrip("/") in page.text(), page.describe()
     assert len(page.by_id("scopes").find_all("li")) == 2

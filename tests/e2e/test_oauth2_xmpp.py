@@ -83,6 +83,7 @@ async def test_slixmpp_logs_in_with_an_access_token_and_chats(oauth_server: Jack
     bob = Client(oauth_server, "bob")
     await asyncio.gather(alice.login(), bob.login())
     try:
+        await asyncio.gather(alice.go_online(), bob.go_online())
         assert alice.used_mechanism == "OAUTHBEARER"
         assert str(alice.jid) == f"{ALICE}/oauth"
         await assert_pong(alice)

@@ -343,9 +343,11 @@ class Browser:
         assert form.method == "post", f"form {form.node.attrs} is not method=post"
         return self.post(form.action, data)
 
-    @property
-    def logged_in(self) -> bool:
-        return any(cookie.name == COOKIE_NAME for cookie in self.http.cookies)
+    def signed_in(self) -> bool:
+        """Whether the pages know this browser's user (the grants page is not the login page)."""
+        page = self.page("/oauth2/grants")
+        assert page.status == 200, page.describe()
+        return not page.is_login
 
     def login(self, page: Page, user: str = "alice", password: str | None = None) -> requests.Response:
         """Fill in and submit the login form of ``page``; returns the answer (303 when right)."""
@@ -489,7 +491,8 @@ class Provider:
     def document(self, path: str) -> dict[str, Any]:
         answer = self.get(path)
         assert answer.status_code == 200, f"GET {path}: {answer.status_code} {answer.text[:500]}"
-        assert answer.headers.get("Content-Type", "").startswith("application/json"), answer.headers
+        content_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+        assert content_type == "application/json" or content_type.endswith("+json"), answer.headers
         return answer.json()
 
     def metadata(self) -> dict[str, Any]:

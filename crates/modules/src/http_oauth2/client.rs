@@ -309,7 +309,18 @@ pub fn validate(request: &Value, config: &Config) -> Result<ClientMetadata, Regi
         ));
     }
     let grant_types = string_list(obj, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".into()]);
-    let response_types = string_list(obj, "response_types")?.unwrap_or_else(|| vec!["code".into()]);
+    // Unsaid, the response types are those the grant types need (RFC 7591
+    // says "code", which a device-only client has no use for).
+    let response_types = string_list(obj, "response_types")?.unwrap_or_else(|| {
+        let mut implied = Vec::new();
+        if grant_types.iter().any(|g| g == "authorization_code") {
+            implied.push("code".to_string());
+        }
+        if grant_types.iter().any(|g| g == "implicit") {
+            implied.push("token".to_string());
+        }
+        implied
+    });
     let supported = config.grant_types_supported();
     for g in &grant_types {
         if !supported.contains(g) {
@@ -528,18 +539,17 @@ mod tests {
             )
             .is_ok()
         );
+        let device_only = with("grant_types", json!([DEVICE_CODE_URN])).unwrap();
         assert!(
-            with("grant_types", json!([DEVICE_CODE_URN])).is_err(),
-            "code response type without code grant"
+            device_only.response_types.is_empty(),
+            "response types follow the grant types"
         );
+        let mut r = base.clone();
+        r["grant_types"] = json!([DEVICE_CODE_URN]);
+        r["response_types"] = json!(["code"]);
         assert!(
-            with("grant_types", json!([DEVICE_CODE_URN])).is_err() && {
-                let mut r = base.clone();
-                r["grant_types"] = json!([DEVICE_CODE_URN]);
-                r["response_types"] = json!([]);
-                validate(&r, &config()).is_ok()
-            },
-            "a device-only client has no response types"
+            validate(&r, &config()).is_err(),
+            "code response type without the code grant"
         );
         assert!(validate(&json!([1]), &config()).is_err());
     }
