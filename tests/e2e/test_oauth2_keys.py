@@ -1,0 +1,108 @@
+"""OAuth signing keys and grant lifetime across restarts and the admin CLI.
+
+The id_token signing key is made on first start and kept in the database;
+``jackdaw oauth2 rotate-key`` adds a new one, which signs after the next
+start while the old one stays published in the JWKS. Grants live in the
+database too (a restart keeps them) and go with the account.
+"""
+
+from __future__ import annotations
+
+import json
+
+import requests
+
+from harness import PASSWORDS
+
+HOST_OPTIONS = {
+    "modules_enabled": ["http_oauth2"],
+    "oauth2_registration_key": "keys-test-registration-key-0123456789",
+    "allowed_oauth2_grant_types": ["authorization_code", "password"],
+}
+
+
+def base_url(server) -> str:
+    return f"http://127.0.0.1:{server.http_port}"
+
+
+def register_password_client(server) -> tuple[str, str]:
+    r = requests.post(
+        base_url(server) + "/oauth2/register",
+        json={
+            "client_name": "Key Test",
+            "client_uri": "https://app.example.com/",
+            "redirect_uris": ["https://app.example.com/cb"],
+            "grant_types": ["password"],
+        },
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["client_id"], r.json()["client_secret"]
+
+
+def password_tokens(server, client: tuple[str, str], scope: str = "openid xmpp") -> dict:
+    r = requests.post(
+        base_url(server) + "/oauth2/token",
+        data={"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"], "scope": scope},
+        auth=client,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def jwks_kids(server) -> list[str]:
+    r = requests.get(base_url(server) + "/oauth2/jwks", timeout=10)
+    assert r.status_code == 200
+    return [k["kid"] for k in r.json()["keys"]]
+
+
+def header_kid(jwt: str) -> str:
+    import base64
+
+    head = jwt.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+
+
+def introspect(server, client, token: str) -> dict:
+    r = requests.post(base_url(server) + "/oauth2/introspect", data={"token": token}, auth=client, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_signing_key_survives_restart_and_rotates_with_the_cli(make_server):
+    server = make_server(host_options=HOST_OPTIONS)
+    first = jwks_kids(server)
+    assert len(first) == 1
+    client = register_password_client(server)
+    tokens = password_tokens(server, client)
+    assert header_kid(tokens["id_token"]) == first[0]
+
+    server.stop()
+    server.start()
+    assert jwks_kids(server) == first, "the key is kept, not made again"
+    # Grants and clients survive the restart too (nothing about them was
+    # in memory).
+    assert introspect(server, client, tokens["access_token"])["active"] is True
+
+    server.stop()
+    rotated = server.cli("oauth2", "rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "added signing key" in rotated.stdout
+    listed = server.cli("oauth2", "list-keys")
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 2, listed.stdout
+    server.start()
+    kids = jwks_kids(server)
+    assert len(kids) == 2 and kids[0] == first[0], kids
+    fresh = password_tokens(server, client)
+    assert header_kid(fresh["id_token"]) == kids[1], "the newest key signs"
+
+
+def test_deleting_the_account_deletes_its_grants(make_server):
+    server = make_server(host_options=HOST_OPTIONS)
+    client = register_password_client(server)
+    tokens = password_tokens(server, client)
+    assert introspect(server, client, tokens["access_token"])["active"] is True
+    server.delete_user("alice@localhost")
+    assert introspect(server, client, tokens["access_token"]) == {"active": False}
+    assert introspect(server, client, tokens["refresh_token"]) == {"active": False}
