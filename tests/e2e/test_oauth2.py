@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
@@ -34,6 +34,8 @@ from authlib.integrations.base_client import OAuthError
 
 from harness import PASSWORDS, jid_of
 from harness.oauth2 import (
+    COOKIE_NAME,
+    JsonWebKey,
     DEVICE_GRANT,
     NATIVE_CLIENT_URI,
     OOB,
@@ -1282,3 +1284,198 @@ def test_native_client_uri_shown_on_consent(provider: Provider, browser: Browser
     assert page.is_consent and "Native Consent App" in page.text(), page.describe()
     assert NATIVE_CLIENT_URI.rstrip("/") in page.text(), page.describe()
     assert len(page.by_id("scopes").find_all("li")) == 2
+
+
+# --- more: scopes, binding to the client, lifetimes, keys -----------------------------------------
+
+
+def test_refresh_cannot_widen_the_scope(provider: Provider, browser: Browser) -> None:
+    """RFC 6749 §6: a refresh request must not ask for a scope not originally granted."""
+    client = provider.web_client()
+    flow = code_flow(provider, browser, client, "xmpp")
+    answer = provider.token_request(
+        client,
+        {"grant_type": "refresh_token", "refresh_token": flow.token["refresh_token"], "scope": "xmpp openid"},
+    )
+    assert_oauth_error(answer, 400, "invalid_scope")
+
+
+def test_codes_and_refresh_tokens_are_bound_to_their_client(provider: Provider, browser: Browser) -> None:
+    """RFC 6749 §4.1.3 and §6: the code and the refresh token only work for
+    the client they were issued to."""
+    owner = provider.web_client("Owner")
+    thief = provider.web_client("Thief")
+    flow = authorize_code(provider, browser, owner, "xmpp")
+    data = {
+        "grant_type": "authorization_code",
+        "code": flow.params["code"],
+        "redirect_uri": WEB_REDIRECT,
+        "code_verifier": flow.verifier,
+    }
+    assert_oauth_error(provider.token_request(thief, data), 400, "invalid_grant")
+
+    flow = code_flow(provider, browser, owner, "xmpp")
+    answer = provider.token_request(
+        thief, {"grant_type": "refresh_token", "refresh_token": flow.token["refresh_token"]}
+    )
+    assert_oauth_error(answer, 400, "invalid_grant")
+    assert_inactive(provider, thief, flow.token["access_token"])
+    # An access token is no refresh token.
+    answer = provider.token_request(owner, {"grant_type": "refresh_token", "refresh_token": flow.token["access_token"]})
+    assert_oauth_error(answer, 400, "invalid_grant")
+
+
+def granted_scope(provider: Provider, client: Registered, scope: str | None, user: str = "alice") -> set[str]:
+    flow = code_flow(provider, provider.browser(), client, scope, user)
+    scopes = set(flow.token["scope"].split())
+    assert set(assert_active(provider, client, flow.token["access_token"])["scope"].split()) == scopes
+    return scopes
+
+
+def test_default_scopes(provider: Provider) -> None:
+    """docs/oauth2.md: no scope in the request → the client's registered scope, or xmpp."""
+    assert granted_scope(provider, provider.web_client("No Scope"), None) == {"xmpp"}
+    registered = provider.web_client("Registered Scope", scope="openid xmpp")
+    assert granted_scope(provider, registered, None) == {"openid", "xmpp"}
+
+
+def test_role_scopes_follow_admins(make_provider: Callable[..., Provider]) -> None:
+    """jackdaw:admin only for accounts in admins; scopes a user may not have are dropped."""
+    provider = make_provider(admins=[ALICE])
+    client = provider.web_client()
+    wanted = "xmpp jackdaw:user jackdaw:admin"
+    assert granted_scope(provider, client, wanted, "alice") == {"xmpp", "jackdaw:user", "jackdaw:admin"}
+    assert granted_scope(provider, client, wanted, "bob") == {"xmpp", "jackdaw:user"}
+
+
+def test_refresh_tokens_expire_and_each_refresh_gives_a_fresh_lifetime(make_provider: Callable[..., Provider]):
+    provider = make_provider(oauth2_refresh_token_ttl=3)
+    client = provider.web_client()
+    flow = code_flow(provider, provider.browser(), client, "xmpp")
+
+    def refresh(token: str) -> requests.Response:
+        return provider.token_request(client, {"grant_type": "refresh_token", "refresh_token": token})
+
+    time.sleep(2)
+    answer = refresh(flow.token["refresh_token"])
+    assert answer.status_code == 200, answer.text
+    second = answer.json()["refresh_token"]
+    time.sleep(2)  # 4 s after the grant, 2 s after the refresh
+    answer = refresh(second)
+    assert answer.status_code == 200, f"the refreshed token did not get a fresh lifetime: {answer.text}"
+    third = answer.json()["refresh_token"]
+    time.sleep(3.5)
+    assert_oauth_error(refresh(third), 400, "invalid_grant")
+
+
+def test_registration_ttl(make_provider: Callable[..., Provider]) -> None:
+    provider = make_provider(oauth2_registration_ttl=2)
+    browser = provider.browser()
+    client = provider.web_client()
+    issued, expires = client["client_id_issued_at"], client["client_secret_expires_at"]
+    assert 1 <= expires - issued <= 3, client.info
+    flow = authorize_code(provider, browser, client, "xmpp")
+    time.sleep(3.5)
+    data = {
+        "grant_type": "authorization_code",
+        "code": flow.params["code"],
+        "redirect_uri": client.redirect_uri,
+        "code_verifier": flow.verifier,
+    }
+    assert_oauth_error(provider.token_request(client, data), 401, "invalid_client")
+    assert_error_page(browser.get(start_code_flow(provider, client, "xmpp").url))
+
+
+def test_changing_the_registration_key_invalidates_clients(provider: Provider, browser: Browser) -> None:
+    client = provider.web_client()
+    flow = code_flow(provider, browser, client, "xmpp")
+    server = provider.server
+    server.stop()
+    server.host_options["oauth2_registration_key"] = "a-completely-different-key-9876543210"
+    server.write_config()
+    server.start()
+    provider = Provider(server)
+    answer = provider.token_request(
+        client, {"grant_type": "refresh_token", "refresh_token": flow.token["refresh_token"]}
+    )
+    assert_oauth_error(answer, 401, "invalid_client")
+    assert_error_page(provider.browser().get(start_code_flow(provider, client, "xmpp").url))
+    # New registrations work with the new key.
+    fresh = provider.web_client("Fresh")
+    assert code_flow(provider, provider.browser(), fresh, "xmpp").token["access_token"]
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_registration_algorithm_option(make_provider: Callable[..., Provider], algorithm: str) -> None:
+    provider = make_provider(oauth2_registration_algorithm=algorithm)
+    client = provider.web_client()
+    claims = jwt.decode(client.client_id, per_host_key())
+    assert claims.header["alg"] == algorithm, claims.header
+    assert code_flow(provider, provider.browser(), client, "xmpp").token["access_token"]
+
+
+def test_signing_key_rotation(provider: Provider, browser: Browser) -> None:
+    """`jackdaw oauth2 rotate-key`: after a restart, new id_tokens are signed
+    with the new key and the JWKS publishes both."""
+    client = provider.web_client()
+    first = code_flow(provider, browser, client, "openid xmpp").token["id_token"]
+    old_claims = provider.verify_id_token(first, client.client_id)
+    server = provider.server
+    server.stop()
+    result = server.cli("oauth2", "rotate-key")
+    assert result.returncode == 0, result.stdout + result.stderr
+    server.start()
+    provider = Provider(server)
+    keys = provider.jwks()["keys"]
+    assert len(keys) == 2, keys
+    kids = [key.get("kid") for key in keys]
+    assert all(kids) and len(set(kids)) == 2, f"several keys need distinct kids (RFC 7517 §4.5): {keys}"
+    second = code_flow(provider, provider.browser(), client, "openid xmpp").token["id_token"]
+    new_claims = provider.verify_id_token(second, client.client_id)
+    assert new_claims.header["kid"] != old_claims.header.get("kid"), (old_claims.header, new_claims.header)
+    # The old id_token still verifies against the published keys (issuer: the new port).
+    old_again = jwt.decode(first, JsonWebKey.import_key_set(provider.jwks()))
+    assert old_again["sub"] == sub_of("alice")
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example.net/steal", "//evil.example.net/steal", "/\\evil.example.net/steal"]
+)
+def test_login_next_cannot_leave_the_site(provider: Provider, browser: Browser, target: str) -> None:
+    page = browser.page("/oauth2/grants")
+    assert page.is_login
+    fields = page.form("login").fields()
+    fields.update(username="alice", password=PASSWORDS["alice"], next=target)
+    answer = browser.post("/oauth2/login", fields)
+    assert answer.status_code in (303, 400), answer.status_code
+    if answer.status_code == 303:
+        location = urljoin(provider.base + "/oauth2/login", answer.headers["Location"].replace("\\", "/"))
+        parts = urlsplit(location)
+        assert f"{parts.scheme}://{parts.netloc}" == provider.base, f"login redirected off-site to {location}"
+
+
+def test_tampered_consent_request_is_refused(provider: Provider, browser: Browser) -> None:
+    client = provider.web_client()
+    flow = start_code_flow(provider, client, "xmpp")
+    consent = browser.open_consent(flow.url, "alice")
+    fields = consent.form("consent").fields()
+    header, payload, signature = jwt_parts(fields["request"])
+    claims = json.loads(b64url_decode(payload))
+    claims["scope"] = "xmpp jackdaw:admin openid"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    for request in (f"{header}.{forged_payload}.{signature}", fields["request"][:-2] + "AA", "garbage"):
+        answer = browser.post("/oauth2/consent", dict(fields, request=request, decision="allow"))
+        assert 400 <= answer.status_code < 500, answer.status_code
+        assert "code=" not in answer.headers.get("Location", ""), answer.headers
+    assert grant_items(browser.grants_page()) == []
+
+
+def test_session_cookie_is_http_only(provider: Provider, browser: Browser) -> None:
+    page = browser.page("/oauth2/grants")
+    answer = browser.login(page, "alice")
+    assert answer.status_code == 303
+    cookie = next((c for c in answer.raw.headers.getlist("Set-Cookie") if c.startswith(COOKIE_NAME + "=")), None)
+    assert cookie is not None, answer.headers
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert "httponly" in attributes, cookie
+    assert "samesite" in attributes, cookie

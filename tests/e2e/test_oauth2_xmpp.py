@@ -287,3 +287,41 @@ async def test_sessions_of_other_grants_stay(oauth_server: JackdawServer) -> Non
         await assert_pong(other)
     finally:
         await asyncio.gather(by_token.close(), by_password.close(), other.close())
+
+
+async def test_refresh_token_reuse_closes_the_grants_sessions(oauth_server: JackdawServer) -> None:
+    """A reused refresh token revokes the whole grant (docs/oauth2.md), and
+    revoking a grant closes the XMPP sessions opened with its tokens."""
+    provider, _browser, client, token, by_token, by_password = await oauth_and_password_sessions(oauth_server)
+    try:
+        refresh = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+        answer = await asyncio.to_thread(provider.token_request, client, refresh)
+        assert answer.status_code == 200, answer.text
+        await assert_pong(by_token)  # rotation alone closes nothing
+        answer = await asyncio.to_thread(provider.token_request, client, refresh)
+        assert answer.status_code == 400 and answer.json().get("error") == "invalid_grant", answer.text
+        await assert_closed_but_password_session_stays(by_token, by_password)
+    finally:
+        await asyncio.gather(by_token.close(), by_password.close())
+
+
+async def test_code_reuse_closes_the_sessions_of_its_tokens(oauth_server: JackdawServer) -> None:
+    """A code presented twice revokes the tokens issued from it, and their sessions."""
+    provider = Provider(oauth_server)
+    client = provider.web_client("Chat App")
+    flow = await asyncio.to_thread(code_flow, provider, provider.browser(), client, "xmpp", "alice")
+    by_token = oauthbearer_client(oauth_server, "alice", flow.token["access_token"], resource="token")
+    by_password = Client(oauth_server, "alice", resource="password")
+    await asyncio.gather(by_token.login(), by_password.login())
+    try:
+        data = {
+            "grant_type": "authorization_code",
+            "code": flow.params["code"],
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": flow.verifier,
+        }
+        answer = await asyncio.to_thread(provider.token_request, client, data)
+        assert answer.status_code == 400, answer.text
+        await assert_closed_but_password_session_stays(by_token, by_password)
+    finally:
+        await asyncio.gather(by_token.close(), by_password.close())

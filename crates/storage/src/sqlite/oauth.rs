@@ -57,7 +57,7 @@ impl OAuthStore for SqliteStore {
         const OP: &str = "oauth.signing_keys";
         self.run(OP, move |conn| {
             conn.prepare_cached(
-                "SELECT kid, algorithm, private_key, created_at FROM oauth2_signing_keys ORDER BY created_at, kid",
+                "SELECT kid, algorithm, private_key, created_at FROM oauth2_signing_keys ORDER BY created_at, rowid",
             )
             .and_then(|mut stmt| {
                 stmt.query_map([], |r| {
@@ -422,6 +422,15 @@ mod tests {
         };
         store.add_signing_key(&key).await.unwrap();
         assert_eq!(store.signing_keys().await.unwrap(), vec![key.clone()]);
+        // A key rotated in within the same second still comes last (the
+        // newest signs), whatever its kid.
+        let newer = SigningKey {
+            kid: "a0".into(),
+            ..key.clone()
+        };
+        store.add_signing_key(&newer).await.unwrap();
+        assert_eq!(store.signing_keys().await.unwrap(), vec![key.clone(), newer]);
+        store.delete_signing_key("a0").await.unwrap();
         assert!(!format!("{key:?}").contains("[1, 2, 3]"));
         store.delete_signing_key("k1").await.unwrap();
         assert!(store.signing_keys().await.unwrap().is_empty());

@@ -1,4 +1,5 @@
-"""OAuth signing keys and grant lifetime across restarts and the admin CLI.
+"""The operator's side of OAuth: signing keys and grants across restarts and
+the admin CLI, accounts, and the role scopes.
 
 The id_token signing key is made on first start and kept in the database;
 ``jackdaw oauth2 rotate-key`` adds a new one, which signs after the next
@@ -40,10 +41,10 @@ def register_password_client(server) -> tuple[str, str]:
     return r.json()["client_id"], r.json()["client_secret"]
 
 
-def password_tokens(server, client: tuple[str, str], scope: str = "openid xmpp") -> dict:
+def password_tokens(server, client: tuple[str, str], scope: str = "openid xmpp", user: str = "alice") -> dict:
     r = requests.post(
         base_url(server) + "/oauth2/token",
-        data={"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"], "scope": scope},
+        data={"grant_type": "password", "username": user, "password": PASSWORDS[user], "scope": scope},
         auth=client,
         timeout=10,
     )
@@ -106,3 +107,13 @@ def test_deleting_the_account_deletes_its_grants(make_server):
     server.delete_user("alice@localhost")
     assert introspect(server, client, tokens["access_token"]) == {"active": False}
     assert introspect(server, client, tokens["refresh_token"]) == {"active": False}
+
+
+def test_admin_role_scope_only_for_admins(make_server):
+    server = make_server(host_options={**HOST_OPTIONS, "admins": ["alice@localhost"]})
+    client = register_password_client(server)
+    asked = "xmpp jackdaw:user jackdaw:admin"
+    assert password_tokens(server, client, asked)["scope"] == asked
+    bob = password_tokens(server, client, asked, user="bob")
+    assert bob["scope"] == "xmpp jackdaw:user", "the admin scope is dropped for a non-admin"
+    assert introspect(server, client, bob["access_token"])["scope"] == "xmpp jackdaw:user"
