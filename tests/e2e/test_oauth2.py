@@ -263,6 +263,9 @@ def test_discovery_with_password_grant_and_implicit_flow_enabled(make_provider: 
         document = provider.document(path)
         assert "password" in document["grant_types_supported"], (path, document["grant_types_supported"])
         assert {"code", "token"} <= set(document["response_types_supported"]), (path, document)
+        modes = document.get("response_modes_supported")
+        if modes is not None:  # RFC 8414: the token response type answers in the fragment
+            assert {"query", "fragment"} <= set(modes), (path, modes)
 
 
 # --- 2. dynamic registration -------------------------------------------------------------------
@@ -620,6 +623,9 @@ def test_device_grant_needs_client_authentication(provider: Provider) -> None:
     assert_oauth_error(answer, 401, "invalid_client")
     answer = provider.post("/oauth2/device", data={"scope": "xmpp"})
     assert answer.status_code in (400, 401) and error_of(answer) in ("invalid_client", "invalid_request"), answer.text
+    # A client not registered for the device grant may not use it.
+    web = provider.web_client()
+    assert_oauth_error(provider.device_authorization(web, "xmpp"), 400, "unauthorized_client")
 
 
 # --- 6. negative cases ---------------------------------------------------------------------------
@@ -1364,7 +1370,7 @@ def test_refresh_tokens_expire_and_each_refresh_gives_a_fresh_lifetime(make_prov
     answer = refresh(second)
     assert answer.status_code == 200, f"the refreshed token did not get a fresh lifetime: {answer.text}"
     third = answer.json()["refresh_token"]
-    time.sleep(3.5)
+    time.sleep(4.5)
     assert_oauth_error(refresh(third), 400, "invalid_grant")
 
 
