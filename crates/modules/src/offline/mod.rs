@@ -2,13 +2,22 @@
 //! resource is stored durably, stamped with a XEP-0203 delay, and delivered
 //! at the next initial presence. Option `offline_max_messages` bounds each
 //! user's store; past it senders get `resource-constraint`.
+//!
+//! A message can be routed to storage at the very moment its recipient
+//! comes online, and its write can land after that login's flush read the
+//! store. So a store is followed by a check for an available resource (and
+//! a flush to it), and flushes of one account take turns, so none delivers
+//! what another is delivering.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use jackdaw_core::hooks::{Event, EventKind, Handled, Hook};
+use jackdaw_core::jid::BareJid;
 use jackdaw_core::minidom::Element;
 use jackdaw_core::server::Server;
+use jackdaw_core::session::Session;
 use jackdaw_core::stanza::{self, StanzaError};
 use jackdaw_core::storage::{OfflineStore, StorageError};
 use jackdaw_core::stream::{self, ns};
@@ -34,6 +43,8 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     let hook = Arc::new(Offline {
         store: ctx.stores.offline.clone(),
         quota: config.offline_max_messages,
+        flush_turns: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+        hasher: std::collections::hash_map::RandomState::new(),
     });
     ctx.hooks.on(EventKind::MessageOffline, 0, hook.clone());
     ctx.hooks.on(EventKind::InitialPresence, 0, hook);
@@ -41,9 +52,61 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Flushes of accounts that hash alike take turns; flushes are short and
+/// happen at login, so a few dozen locks are plenty.
+const FLUSH_LOCKS: usize = 64;
+
 struct Offline {
     store: Arc<dyn OfflineStore>,
     quota: usize,
+    flush_turns: [tokio::sync::Mutex<()>; FLUSH_LOCKS],
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Offline {
+    /// Sends the account's stored messages to `session` and removes what
+    /// reached its queue.
+    async fn flush(&self, session: &Arc<Session>) {
+        let bare = session.bare();
+        let _turn = self.turn(&bare).lock().await;
+        let host = bare.domain().as_str();
+        let user = bare.node().map(|n| n.as_str()).unwrap_or_default();
+        let messages = match self.store.list(host, user).await {
+            Ok(m) => m,
+            Err(e) => {
+                error!(error = %e, "cannot read offline messages");
+                return;
+            }
+        };
+        let mut delivered_up_to = None;
+        for m in messages {
+            let Ok(mut el) = m.stanza.parse::<Element>() else {
+                error!(id = m.id, "unreadable offline message skipped");
+                delivered_up_to = Some(m.id);
+                continue;
+            };
+            if el.ns() != ns::CLIENT {
+                continue;
+            }
+            stanza::set_attr(&mut el, "to", session.jid.to_string());
+            // Only what reached the session's queue is removed.
+            if !session.send(el) {
+                break;
+            }
+            delivered_up_to = Some(m.id);
+        }
+        if let Some(id) = delivered_up_to
+            && let Err(e) = self.store.remove_up_to(host, user, id).await
+        {
+            error!(error = %e, "cannot remove delivered offline messages");
+        }
+    }
+
+    fn turn(&self, account: &BareJid) -> &tokio::sync::Mutex<()> {
+        let mut h = self.hasher.build_hasher();
+        account.hash(&mut h);
+        &self.flush_turns[h.finish() as usize % FLUSH_LOCKS]
+    }
 }
 
 /// Chat states alone are not worth keeping (XEP-0085 §5.5).
@@ -77,7 +140,17 @@ impl Hook for Offline {
                     .push(host, user, &stream::serialize(&stored), self.quota)
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        // The recipient may have come online meanwhile (a
+                        // negative priority takes no bare-JID messages).
+                        let online = server
+                            .available_resources(to)
+                            .into_iter()
+                            .find(|s| s.priority() >= 0);
+                        if let Some(session) = online {
+                            self.flush(&session).await;
+                        }
+                    }
                     Err(StorageError::QuotaExceeded) => {
                         info!(to = %to, "offline storage full, message refused");
                         server.bounce(
@@ -94,38 +167,7 @@ impl Hook for Offline {
                 Handled::Yes
             }
             Event::InitialPresence { session } => {
-                let bare = session.bare();
-                let host = bare.domain().as_str();
-                let user = bare.node().map(|n| n.as_str()).unwrap_or_default();
-                let messages = match self.store.list(host, user).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        error!(error = %e, "cannot read offline messages");
-                        return Handled::No;
-                    }
-                };
-                let mut delivered_up_to = None;
-                for m in messages {
-                    let Ok(mut el) = m.stanza.parse::<Element>() else {
-                        error!(id = m.id, "unreadable offline message skipped");
-                        delivered_up_to = Some(m.id);
-                        continue;
-                    };
-                    if el.ns() != ns::CLIENT {
-                        continue;
-                    }
-                    stanza::set_attr(&mut el, "to", session.jid.to_string());
-                    // Only what reached the session's queue is removed.
-                    if !session.send(el) {
-                        break;
-                    }
-                    delivered_up_to = Some(m.id);
-                }
-                if let Some(id) = delivered_up_to
-                    && let Err(e) = self.store.remove_up_to(host, user, id).await
-                {
-                    error!(error = %e, "cannot remove delivered offline messages");
-                }
+                self.flush(session).await;
                 Handled::No
             }
             _ => Handled::No,
