@@ -1485,3 +1485,118 @@ def test_session_cookie_is_http_only(provider: Provider, browser: Browser) -> No
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
     assert "httponly" in attributes, cookie
     assert "samesite" in attributes, cookie
+
+
+def test_redirect_uri_may_be_left_out_only_with_a_single_registered_one(provider: Provider, browser: Browser) -> None:
+    """RFC 6749 §3.1.2.3 and §4.1.3: with one registered redirect URI the
+    request may omit it (and then so may the token request); with several it
+    must name one, or the user sees an error page."""
+    client = provider.web_client()
+    session = provider.session(client, scope="xmpp", redirect_uri=None)
+    verifier = new_code_verifier()
+    url, state = session.create_authorization_url(provider.authorization_endpoint, code_verifier=verifier)
+    assert "redirect_uri" not in url
+    answer = browser.authorize(url)
+    assert answer.status_code == 303, Page(answer).describe()
+    assert strip_query(answer.headers["Location"]) == WEB_REDIRECT
+    params = callback_params(answer.headers["Location"])
+    assert params["state"] == state
+    data = {"grant_type": "authorization_code", "code": params["code"], "code_verifier": verifier}
+    answer = provider.token_request(client, data)
+    assert answer.status_code == 200 and answer.json()["access_token"], answer.text
+
+    two = provider.web_client("Two", redirect_uris=[WEB_REDIRECT, "https://app.example.com/cb2"])
+    session = provider.session(two, scope="xmpp", redirect_uri=None)
+    url, _state = session.create_authorization_url(provider.authorization_endpoint, code_verifier=verifier)
+    assert_error_page(browser.get(url))
+
+
+def test_introspection_needs_client_authentication(provider: Provider, browser: Browser) -> None:
+    """RFC 7662 §2.1: the endpoint requires authorization (here: client authentication)."""
+    client = provider.web_client()
+    flow = code_flow(provider, browser, client, "xmpp")
+    answer = provider.post("/oauth2/introspect", data={"token": flow.token["access_token"]})
+    assert answer.status_code == 401 and "username" not in answer.text, answer.text
+    answer = provider.token_request(
+        client, {"token": flow.token["access_token"]}, path="/oauth2/introspect", secret="wrong-" + random_text()
+    )
+    assert answer.status_code == 401 and "username" not in answer.text, answer.text
+
+
+def test_device_code_is_bound_to_its_client(provider: Provider, browser: Browser) -> None:
+    device = provider.device_client("Right Device")
+    thief = provider.device_client("Thief Device")
+    grant = provider.device_authorization(device, "xmpp").json()
+    page = browser.open_consent(grant["verification_uri_complete"], "alice")
+    answer = browser.decide(page, "allow")
+    assert answer.status_code == 200, answer.text[:2000]
+    stolen = poll(provider, thief, grant["device_code"])
+    assert stolen.status_code == 400 and "access_token" not in stolen.text, stolen.text
+    assert error_of(stolen) in ("invalid_grant", "invalid_request"), stolen.text
+    time.sleep(grant["interval"] + 0.5)
+    answer = poll(provider, device, grant["device_code"])
+    assert answer.status_code == 200 and answer.json()["access_token"], answer.text
+
+
+def test_a_consent_request_is_bound_to_the_user_it_was_shown_to(provider: Provider, browser: Browser) -> None:
+    """bob submitting the consent request shown to alice (with his own csrf
+    token) gets no access to alice's account."""
+    client = provider.web_client()
+    flow = start_code_flow(provider, client, "xmpp")
+    alices = browser.open_consent(flow.url, "alice").form("consent").fields()
+    bob = provider.browser()
+    bobs = bob.open_consent(start_code_flow(provider, client, "xmpp").url, "bob").form("consent").fields()
+    answer = bob.post("/oauth2/consent", dict(alices, csrf=bobs["csrf"], decision="allow"))
+    if answer.status_code == 303 and "code" in callback_params(answer.headers["Location"]):
+        code = callback_params(answer.headers["Location"])["code"]
+        data = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": client.redirect_uri,
+            "code_verifier": flow.verifier,
+        }
+        token = provider.token_request(client, data)
+        if token.status_code == 200:
+            info = provider.introspect(client, token.json()["access_token"])
+            assert info.get("username") == "bob", f"bob's consent gave access to {info.get('username')}: {info}"
+    else:
+        assert 400 <= answer.status_code < 500, answer.status_code
+    assert grant_items(browser.grants_page()) == [], "alice has a grant she never allowed"
+
+
+def test_device_endpoint_rate_limit(provider: Provider) -> None:
+    client = provider.device_client()
+    for count in range(1, 301):
+        answer = provider.device_authorization(client, "xmpp")
+        if answer.status_code == 429:
+            break
+        assert answer.status_code == 200, answer.text
+    else:
+        raise AssertionError("300 device authorization requests in a row were never rate limited")
+    assert count > 30, f"rate limited after {count - 1} requests, before the burst of 30"
+    assert answer.headers.get("Retry-After"), answer.headers
+
+
+def test_https_required_on_every_endpoint_for_non_loopback_clients(provider: Provider, browser: Browser) -> None:
+    client = provider.web_client()
+    flow = code_flow(provider, browser, client, "openid xmpp")
+    access = flow.token["access_token"]
+    remote = {"X-Forwarded-For": "203.0.113.9"}
+    basic = (client.client_id, client.client_secret)
+    requests_to_make = [
+        ("post", "/oauth2/register", {"json": Provider.web_metadata()}),
+        ("post", "/oauth2/introspect", {"data": {"token": access}, "auth": basic}),
+        ("post", "/oauth2/revoke", {"data": {"token": access}, "auth": basic}),
+        ("get", "/oauth2/userinfo", {"headers": {"Authorization": f"Bearer {access}"}}),
+        ("post", "/oauth2/device", {"data": {"scope": "xmpp"}, "auth": basic}),
+        ("get", "/oauth2/grants", {}),
+        ("post", "/oauth2/login", {"data": {"username": "alice", "password": PASSWORDS["alice"]}}),
+    ]
+    for method, path, kwargs in requests_to_make:
+        headers = dict(remote, **kwargs.pop("headers", {}))
+        answer = getattr(provider.http, method)(
+            provider.url(path), headers=headers, timeout=10, allow_redirects=False, **kwargs
+        )
+        assert answer.status_code in (400, 403), f"{method.upper()} {path}: {answer.status_code} {answer.text[:300]}"
+        assert "Set-Cookie" not in answer.headers or path != "/oauth2/login", answer.headers
+    assert_active(provider, client, access)  # the refused revocation did nothing

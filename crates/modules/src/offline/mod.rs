@@ -9,7 +9,7 @@
 //! a flush to it), and flushes of one account take turns, so none delivers
 //! what another is delivering.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -103,9 +103,7 @@ impl Offline {
     }
 
     fn turn(&self, account: &BareJid) -> &tokio::sync::Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        account.hash(&mut h);
-        &self.flush_turns[h.finish() as usize % FLUSH_LOCKS]
+        &self.flush_turns[self.hasher.hash_one(account) as usize % FLUSH_LOCKS]
     }
 }
 
