@@ -325,3 +325,16 @@ async def test_code_reuse_closes_the_sessions_of_its_tokens(oauth_server: Jackda
         await assert_closed_but_password_session_stays(by_token, by_password)
     finally:
         await asyncio.gather(by_token.close(), by_password.close())
+
+
+def test_host_and_port_keys_are_accepted(oauth_server: JackdawServer) -> None:
+    """RFC 7628 §3.1: the client may send host and port key/values before auth."""
+    _provider, _client, token = tokens_for(oauth_server, "alice", "xmpp")
+    message = (
+        f"n,a={ALICE},\x01host=localhost\x01port={oauth_server.c2s_port}\x01auth=Bearer {token['access_token']}\x01\x01"
+    )
+    with RawStream.connect(oauth_server.c2s_port) as stream:
+        stream.connect_encrypted(direct_tls=False)
+        outcome = stream.sasl_outcome(stream.sasl_auth("OAUTHBEARER", message.encode()))
+        assert outcome.success, stream.dump()
+        assert stream.bind("keys") == f"{ALICE}/keys"
