@@ -41,6 +41,9 @@ pub struct Server {
     pub stores: Stores,
     pub tls: Tls,
     pub auth_limiter: AuthRateLimiter,
+    /// `c2s_max_connections`: a permit per client connection, whatever
+    /// carries it (TCP, WebSocket, BOSH) and per component connection.
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// IQs the server sent and waits answers for (push notifications).
     pub pending_iqs: PendingIqs,
     /// XEP-0198 sessions that may be resumed.

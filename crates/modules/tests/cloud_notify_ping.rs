@@ -74,6 +74,7 @@ async fn notify_ping_reaches_every_registered_device() {
         resumable: Default::default(),
         pending_iqs: Default::default(),
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(60), 10),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(100)),
         sessions: SessionRegistry::default(),
         components: ComponentRegistry::default(),
         metrics: Arc::new(Metrics::default()),

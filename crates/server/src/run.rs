@@ -263,6 +263,7 @@ pub async fn run(config: Config) -> Result<()> {
         resumable: Default::default(),
         pending_iqs: Default::default(),
         auth_limiter: AuthRateLimiter::new(Duration::from_secs(g.limit_auth_period), g.limit_auth_max),
+        connection_slots: Arc::new(Semaphore::new(g.c2s_max_connections)),
         sessions: SessionRegistry::default(),
         components: ComponentRegistry::default(),
         metrics: backends.metrics.clone(),
@@ -282,7 +283,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
 
-    let limit = Arc::new(Semaphore::new(g.c2s_max_connections));
+    let limit = server.connection_slots.clone();
     for l in component_listeners {
         tokio::spawn(accept_loop(server.clone(), l, Listener::Component, limit.clone()));
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use minidom::Element;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::websocket::{Framer, ServerOutput, frame_of};
 use crate::component::renamespace;
@@ -165,6 +165,14 @@ impl BoshSessions {
             info!(remote = %peer, host = %to, "BOSH session refused: host not served here");
             return Reply::terminate(Some("host-unknown"));
         }
+        let Ok(slot) = server.connection_slots.clone().try_acquire_owned() else {
+            warn!(
+                remote = %peer,
+                limit = server.config.global.c2s_max_connections,
+                "BOSH session refused: connection limit reached (c2s_max_connections)"
+            );
+            return Reply::terminate(Some("remote-connection-failed"));
+        };
         let number = |name: &str| body.attr(name).and_then(|v| v.parse::<u64>().ok());
         let limits = &self.limits;
         let wait = number("wait")
@@ -212,7 +220,7 @@ impl BoshSessions {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         server
             .tasks
-            .spawn(super::handle_framed(server.clone(), theirs, peer, "bosh"));
+            .spawn(super::handle_framed(server.clone(), theirs, peer, "bosh", slot));
         server.tasks.spawn(session.clone().drive(ours, inbound));
         debug!(remote = %peer, wait, hold, "BOSH session created");
         // The answer comes once the server's features are out.

@@ -97,11 +97,14 @@ pub async fn handle_connection(server: Arc<Server>, tcp: TcpStream, peer: Socket
 /// A client stream carried by another protocol (RFC 7395 WebSocket): the
 /// same negotiation, limits and session as TCP, over a byte pipe whose other
 /// end does the framing.
+/// `_slot` is the connection's `c2s_max_connections` permit, held until
+/// the stream ends.
 pub async fn handle_framed(
     server: Arc<Server>,
     pipe: tokio::io::DuplexStream,
     peer: SocketAddr,
     kind: &'static str,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let span = info_span!("conn", id = %short_id(), kind, remote = %peer, jid = tracing::field::Empty);
     async move {

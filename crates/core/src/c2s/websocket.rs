@@ -23,12 +23,22 @@ pub const NS_FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 /// inside a stanza, where `<` is always escaped.
 const HEADER_MARK: &[u8] = b"<?xml version='1.0'?>";
 
-/// Serves one upgraded WebSocket until either side closes.
-pub async fn serve(server: Arc<Server>, mut socket: WebSocket, peer: SocketAddr) {
+/// Serves one upgraded WebSocket until either side closes; `slot` is its
+/// `c2s_max_connections` permit.
+pub async fn serve(
+    server: Arc<Server>,
+    mut socket: WebSocket,
+    peer: SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let connection = server
-        .tasks
-        .spawn(super::handle_framed(server.clone(), theirs, peer, "websocket"));
+    let connection = server.tasks.spawn(super::handle_framed(
+        server.clone(),
+        theirs,
+        peer,
+        "websocket",
+        slot,
+    ));
     let (mut from_server, mut to_server) = tokio::io::split(ours);
     let mut framer = Framer::new();
     let mut buf = vec![0u8; 16 * 1024];

@@ -160,6 +160,18 @@ async fn websocket(
         )
             .into_response();
     }
+    let Ok(slot) = state.server.connection_slots.clone().try_acquire_owned() else {
+        warn!(
+            remote = %caller.addr,
+            limit = g.c2s_max_connections,
+            "WebSocket refused: connection limit reached (c2s_max_connections)"
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again later\n",
+        )
+            .into_response();
+    };
     let server = state.server.clone();
     upgrade
         .protocols(["xmpp"])
@@ -167,7 +179,12 @@ async fn websocket(
         .on_upgrade(move |socket| {
             // Tracked, so shutdown waits for the last frames to go out.
             let tasks = server.tasks.clone();
-            tasks.track_future(jackdaw_core::c2s::websocket::serve(server, socket, caller.addr))
+            tasks.track_future(jackdaw_core::c2s::websocket::serve(
+                server,
+                socket,
+                caller.addr,
+                slot,
+            ))
         })
 }
 
