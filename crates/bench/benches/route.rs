@@ -95,6 +95,7 @@ fn build_server(dir: &tempfile::TempDir) -> Arc<Server> {
     Arc::new_cyclic(|self_ref| Server {
         self_ref: self_ref.clone(),
         auth_limiter,
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(1_000_000)),
         resumable: Default::default(),
         pending_iqs: Default::default(),
         sessions: SessionRegistry::default(),
