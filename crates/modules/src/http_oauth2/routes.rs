@@ -734,11 +734,30 @@ async fn authorize(web: Web, uri: Uri) -> Response {
         Err(r) => return r,
     };
     let (session, cookie) = web.browser(&keys);
-    let Some(user) = session.sub.clone() else {
-        let next = match uri.query() {
-            Some(query) => format!("{}{}?{query}", web.base_path(), uri.path()),
-            None => format!("{}{}", web.base_path(), uri.path()),
+    // OpenID Connect Core §3.1.2.1: `prompt` and `max_age`.
+    let prompts: Vec<&str> = q
+        .get("prompt")
+        .map(|p| p.split_ascii_whitespace().collect())
+        .unwrap_or_default();
+    if prompts.contains(&"none") {
+        // Consent is always asked here, so nothing can happen silently.
+        return match session.sub {
+            Some(_) => fail("consent_required", "this server always asks the user"),
+            None => fail("login_required", "the user is not signed in"),
         };
+    }
+    let too_old = q
+        .get("max_age")
+        .and_then(|m| m.parse::<i64>().ok())
+        .is_some_and(|max_age| unix_now() - session.auth_time > max_age);
+    let must_sign_in = prompts.contains(&"login") || too_old;
+    let Some(user) = session.sub.clone().filter(|_| !must_sign_in) else {
+        // Back to this request after the login, without `prompt=login`
+        // (which would ask again, for ever).
+        let again: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(q.iter().filter(|(k, _)| *k != "prompt"))
+            .finish();
+        let next = format!("{}{}?{again}", web.base_path(), uri.path());
         return with_cookie(
             web.login_page(&keys, &session, &next, "", None, StatusCode::OK),
             cookie,
@@ -1617,6 +1636,15 @@ async fn device_page(web: Web, uri: Uri) -> Response {
             json!({"error": "This code is not valid, or has expired. Check your device and try again.", "user_code": user_code}),
         )
     };
+    // RFC 8628 §5.1: guessing user codes must be slow.
+    if web.oauth.limiter.check(web.transport.addr.ip()).is_err() {
+        warn!(remote = %web.transport.addr, "device code entries over the rate limit");
+        return web.page(
+            "device.html",
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": "Too many attempts. Wait a minute, then try again."}),
+        );
+    }
     let Some(request) = web.oauth.devices.by_user_code(&user_code) else {
         return unknown(&web);
     };
