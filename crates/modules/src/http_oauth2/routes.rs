@@ -830,18 +830,20 @@ fn consent_page(
     )
 }
 
-/// The form's CSRF token must belong to this browser's cookie.
-fn checked_form(
+/// What a form POST starts with: HTTPS (or loopback), the keys, and a
+/// CSRF token that belongs to this browser's cookie.
+async fn posted_form(
     web: &Web,
-    keys: &Keys,
     body: &[u8],
-) -> Result<(WebSession, HashMap<String, String>), Box<Response>> {
+) -> Result<(Arc<Keys>, WebSession, HashMap<String, String>), Box<Response>> {
+    if web.insecure() {
+        return Err(Box::new(web.https_required_page()));
+    }
+    let keys = web.keys().await.map_err(Box::new)?;
     let form = params(body).map_err(|e| Box::new(web.error_page(StatusCode::BAD_REQUEST, &e)))?;
-    let session = WebSession::from_headers(keys, &web.oauth.host, &web.headers);
-    match (&session, form.get("csrf")) {
-        (Some(s), Some(csrf)) if keys.csrf_matches(&web.oauth.host, &s.nonce, csrf) => {
-            Ok((session.expect("matched Some"), form))
-        }
+    let session = WebSession::from_headers(&keys, &web.oauth.host, &web.headers);
+    match (session, form.get("csrf")) {
+        (Some(s), Some(csrf)) if keys.csrf_matches(&web.oauth.host, &s.nonce, csrf) => Ok((keys, s, form)),
         _ => {
             warn!(remote = %web.transport.addr, "OAuth form refused: missing or wrong CSRF token");
             Err(Box::new(web.error_page(
@@ -853,14 +855,7 @@ fn checked_form(
 }
 
 async fn login(web: Web, body: Bytes) -> Response {
-    if web.insecure() {
-        return web.https_required_page();
-    }
-    let keys = match web.keys().await {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (session, form) = match checked_form(&web, &keys, &body) {
+    let (keys, session, form) = match posted_form(&web, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -930,13 +925,10 @@ fn localpart(typed: &str, host: &str) -> Option<String> {
 }
 
 async fn logout(web: Web, body: Bytes) -> Response {
-    let keys = match web.keys().await {
-        Ok(k) => k,
-        Err(r) => return r,
+    let keys = match posted_form(&web, &body).await {
+        Ok((keys, ..)) => keys,
+        Err(r) => return *r,
     };
-    if let Err(r) = checked_form(&web, &keys, &body) {
-        return *r;
-    }
     let anonymous = WebSession::anonymous(unix_now());
     with_cookie(
         see_other(&format!("{}/oauth2/grants", web.base_path())),
@@ -945,14 +937,7 @@ async fn logout(web: Web, body: Bytes) -> Response {
 }
 
 async fn consent(web: Web, body: Bytes) -> Response {
-    if web.insecure() {
-        return web.https_required_page();
-    }
-    let keys = match web.keys().await {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (session, form) = match checked_form(&web, &keys, &body) {
+    let (keys, session, form) = match posted_form(&web, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -1759,14 +1744,7 @@ async fn grants_page(web: Web) -> Response {
 }
 
 async fn revoke_grant_form(web: Web, body: Bytes) -> Response {
-    if web.insecure() {
-        return web.https_required_page();
-    }
-    let keys = match web.keys().await {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (session, form) = match checked_form(&web, &keys, &body) {
+    let (_, session, form) = match posted_form(&web, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
