@@ -36,9 +36,16 @@ import path from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
 
-import { DOMAIN, JackdawServer, Peer, STEP_TIMEOUT_MS, within } from "./harness.mjs";
+import {
+  CHROMIUM,
+  DOMAIN,
+  JackdawServer,
+  Peer,
+  STEP_TIMEOUT_MS,
+  launchChromium,
+  within,
+} from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CONVERSE_DIST = path.join(HERE, "node_modules/converse.js/dist");
@@ -47,7 +54,6 @@ const ARTIFACTS = path.join(HERE, "artifacts");
 const SCREENSHOT = path.join(ARTIFACTS, "converse-chat.png");
 const FAILURE_SCREENSHOT = path.join(ARTIFACTS, "converse-failure.png");
 const FAILURE_LOG = path.join(ARTIFACTS, "converse-failure.log");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const PASSWORDS = { alice: "alice-Converse-1", bob: "bob-Converse-2" };
 const ALICE = `alice@${DOMAIN}`;
 const BOB = `bob@${DOMAIN}`;
@@ -226,20 +232,7 @@ test(TITLE, { timeout: 90_000 }, async (t) => {
       persistent_store: "sessionStorage",
     });
 
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      timeout: UI_TIMEOUT_MS,
-    });
+    browser = await launchChromium(UI_TIMEOUT_MS);
     const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
     context.setDefaultTimeout(UI_TIMEOUT_MS);
     // Nothing but loopback: a request elsewhere would hang on this machine

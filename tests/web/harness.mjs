@@ -21,6 +21,31 @@ export const START_TIMEOUT_MS = 30_000;
 export const STOP_TIMEOUT_MS = 20_000;
 export const STEP_TIMEOUT_MS = 8_000;
 
+/** Debian's chromium (never a browser downloaded by a test tool). */
+export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+/**
+ * Headless Chromium as this machine allows it: no sandbox (root), and no
+ * background networking, whose connections the closed network refuses.
+ */
+export async function launchChromium(timeout) {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    timeout,
+  });
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resolves with `promise`, or rejects after `ms` naming `what`. */

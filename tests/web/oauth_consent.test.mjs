@@ -47,16 +47,21 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
 
-import { DOMAIN, JackdawServer, STEP_TIMEOUT_MS, within } from "./harness.mjs";
+import {
+  CHROMIUM,
+  DOMAIN,
+  JackdawServer,
+  STEP_TIMEOUT_MS,
+  launchChromium,
+  within,
+} from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.join(HERE, "artifacts");
 const SCREENSHOT = path.join(ARTIFACTS, "oauth-consent.png");
 const FAILURE_SCREENSHOT = path.join(ARTIFACTS, "oauth-failure.png");
 const FAILURE_LOG = path.join(ARTIFACTS, "oauth-failure.log");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ALICE_PASSWORD = "alice-OAuth-1";
 const CLIENT_NAME = "Browser Test App";
 const SITE_NAME = "Jackdaw Test";
@@ -153,20 +158,7 @@ describe("http_oauth2 pages in headless Chromium", () => {
     await server.start();
     base = `http://127.0.0.1:${server.port("http")}`;
     redirects = await startRedirectServer();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      timeout: UI_TIMEOUT_MS,
-    });
+    browser = await launchChromium(UI_TIMEOUT_MS);
   });
 
   after(async () => {
