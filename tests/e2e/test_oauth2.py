@@ -1601,3 +1601,62 @@ def test_https_required_on_every_endpoint_for_non_loopback_clients(provider: Pro
         assert answer.status_code in (400, 403), f"{method.upper()} {path}: {answer.status_code} {answer.text[:300]}"
         assert "Set-Cookie" not in answer.headers or path != "/oauth2/login", answer.headers
     assert_active(provider, client, access)  # the refused revocation did nothing
+
+
+# --- OpenID Connect prompt and max_age; sign-in limits ---------------------------------------------
+
+
+def test_prompt_none(provider: Provider, browser: Browser) -> None:
+    """OIDC Core §3.1.2.1/§3.1.2.6: prompt=none never shows a page: not signed
+    in → login_required; signed in → consent_required (consent is always asked)."""
+    client = provider.web_client()
+    for expected in ("login_required", "consent_required"):
+        flow = start_code_flow(provider, client, "openid xmpp", prompt="none")
+        answer = browser.get(flow.url)
+        assert answer.status_code == 303, Page(answer).describe()
+        params = callback_params(answer.headers["Location"])
+        assert strip_query(answer.headers["Location"]) == WEB_REDIRECT
+        assert params.get("error") == expected and "code" not in params, params
+        assert params.get("state") == flow.state and params.get("iss") == provider.issuer, params
+        browser.sign_in("alice")
+
+
+def test_prompt_login_and_max_age_ask_for_the_password_again(provider: Provider, browser: Browser) -> None:
+    client = provider.web_client()
+    browser.sign_in("alice")
+    signed_in_at = time.time()
+    flow = start_code_flow(provider, client, "openid xmpp", prompt="login")
+    page = browser.page(flow.url)
+    assert page.is_login, f"prompt=login did not ask for the password\n{page.describe()}"
+
+    time.sleep(2.5)
+    nonce = random_text()
+    flow = start_code_flow(provider, client, "openid xmpp", max_age="1", nonce=nonce)
+    page = browser.page(flow.url)
+    assert page.is_login, f"max_age exceeded but no login page\n{page.describe()}"
+    consent = browser.follow_login(page, "alice")
+    answer = browser.decide(consent, "allow")
+    flow.token = flow.session.fetch_token(
+        authorization_response=answer.headers["Location"], code_verifier=flow.verifier
+    )
+    claims = provider.verify_id_token(flow.token["id_token"], client.client_id, "alice", nonce)
+    # OIDC Core §2: auth_time is required when max_age was asked; it is the new sign-in.
+    assert claims["auth_time"] >= int(signed_in_at) + 2, dict(claims)
+
+    # Within max_age: no new login.
+    flow = start_code_flow(provider, client, "openid xmpp", max_age="600")
+    assert browser.page(flow.url).is_consent
+
+
+def test_failed_page_sign_ins_count_against_limit_auth_max(make_server: Callable[..., JackdawServer]) -> None:
+    server = make_server(options={"limit_auth_max": 2, "limit_auth_period": 60}, host_options=host_options())
+    provider = Provider(server)
+    browser = provider.browser()
+    page = browser.page("/oauth2/grants")
+    for _ in range(2):
+        answer = browser.login(page, "alice", "wrong-" + random_text())
+        assert answer.status_code == 401, answer.status_code
+        page = Page(answer)
+    answer = browser.login(page, "alice")
+    assert answer.status_code != 303 and 400 <= answer.status_code < 500, answer.status_code
+    assert not browser.signed_in()
