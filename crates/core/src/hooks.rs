@@ -64,6 +64,9 @@ pub trait IqHandler: Send + Sync {
 
 /// Events modules may listen to.
 pub enum Event<'a> {
+    /// The server is up, before the first connection is served: the time
+    /// for work a module wants done at start (loading keys).
+    Started,
     /// A resource was bound; the session is routable.
     SessionBound { session: &'a Arc<Session> },
     /// The session sent its first available presence (RFC 6121 §4.2):
@@ -104,6 +107,7 @@ pub enum Event<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    Started,
     SessionBound,
     InitialPresence,
     SessionClosed,
@@ -119,6 +123,7 @@ pub enum EventKind {
 impl Event<'_> {
     pub fn kind(&self) -> EventKind {
         match self {
+            Event::Started => EventKind::Started,
             Event::SessionBound { .. } => EventKind::SessionBound,
             Event::InitialPresence { .. } => EventKind::InitialPresence,
             Event::SessionClosed { .. } => EventKind::SessionClosed,

@@ -283,6 +283,9 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
 
+    for host in server.hosts.values() {
+        host.hooks.fire(&server, &jackdaw_core::hooks::Event::Started).await;
+    }
     let limit = server.connection_slots.clone();
     for l in component_listeners {
         tokio::spawn(accept_loop(server.clone(), l, Listener::Component, limit.clone()));

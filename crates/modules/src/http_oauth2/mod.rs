@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use jackdaw_core::auth::{AuthError, TokenLogin, TokenRefusal, TokenVerifier};
+use jackdaw_core::hooks::{Event, EventKind, Handled, Hook};
 use jackdaw_core::jid::BareJid;
 use jackdaw_core::server::Server;
 use jackdaw_core::storage::{OAuthGrant, OAuthStore, OAuthToken, OAuthTokenKind};
@@ -94,6 +95,7 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
         "OAuth events: tokens issued, refused, revoked",
         oauth.events.clone(),
     );
+    ctx.hooks.on(EventKind::Started, 0, Arc::new(LoadKeys(oauth.clone())));
     ctx.hooks.set_token_verifier(Arc::new(Verifier(oauth.clone())));
     ctx.hooks.add_http_routes(routes::router(oauth));
     Ok(())
@@ -377,6 +379,18 @@ impl OAuth2 {
 /// Identifies a token in a session without holding anything usable.
 fn token_id(hash: &str) -> String {
     hash[..16.min(hash.len())].to_string()
+}
+
+/// Makes (on a new server) or loads the keys at start, so the JWKS is
+/// there before the first request and a broken key shows in the log at once.
+struct LoadKeys(Arc<OAuth2>);
+
+#[async_trait]
+impl Hook for LoadKeys {
+    async fn handle(&self, _server: &Server, _event: &Event<'_>) -> Handled {
+        self.0.keys().await;
+        Handled::No
+    }
 }
 
 /// OAUTHBEARER's view of the module.
