@@ -95,7 +95,8 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
         "OAuth events: tokens issued, refused, revoked",
         oauth.events.clone(),
     );
-    ctx.hooks.on(EventKind::Started, 0, Arc::new(LoadKeys(oauth.clone())));
+    ctx.hooks
+        .on(EventKind::Started, 0, Arc::new(LoadKeys(oauth.clone())));
     ctx.hooks.set_token_verifier(Arc::new(Verifier(oauth.clone())));
     ctx.hooks.add_http_routes(routes::router(oauth));
     Ok(())
