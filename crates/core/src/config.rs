@@ -48,6 +48,8 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "smacks_max_ack_delay",
     "smacks_max_queue_size",
     "csi_queue_size",
+    "storage",
+    "sql",
     "hosts",
     "components",
 ];
@@ -151,6 +153,9 @@ fn default_limit_auth_period() -> u64 {
 }
 fn default_limit_auth_max() -> u32 {
     10
+}
+fn default_storage() -> String {
+    "internal".into()
 }
 
 /// Server-wide options, Prosody names, defaults beside each field.
@@ -267,6 +272,81 @@ pub struct GlobalConfig {
     /// are sent anyway.
     #[serde(default = "default_csi_queue_size")]
     pub csi_queue_size: usize,
+    /// Where data is kept (Prosody's option): "internal", the embedded
+    /// SQLite file in data_path (also accepted as "sqlite"), or "sql",
+    /// the database the `sql` option names.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Prosody's `sql = { driver = "PostgreSQL", database = ..., ... }`.
+    #[serde(default)]
+    pub sql: Option<SqlConfig>,
+}
+
+/// The `sql` option, with Prosody's field names. Debug hides the password.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// "PostgreSQL", or "SQLite3" (the embedded SQLite, with `database`
+    /// as its file name, relative to data_path).
+    pub driver: String,
+    pub database: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Host name, address, or the directory of a Unix socket.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Connections kept open at most (PostgreSQL); default 16.
+    pub pool_size: Option<usize>,
+}
+
+impl std::fmt::Debug for SqlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlConfig")
+            .field("driver", &self.driver)
+            .field("database", &self.database)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// The storage backend the config chooses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageChoice<'a> {
+    /// The embedded SQLite database at this path.
+    Sqlite(PathBuf),
+    Postgres(&'a SqlConfig),
+}
+
+impl SqlConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.driver.as_str() {
+            "PostgreSQL" => {
+                if self.database.as_deref().is_none_or(str::is_empty) {
+                    problems.push(
+                        "sql.database is missing: the name of the PostgreSQL database (e.g. \"jackdaw\")"
+                            .to_string(),
+                    );
+                }
+            }
+            "SQLite3" => {
+                if self.database.as_deref() == Some("") {
+                    problems.push("sql.database must not be empty".to_string());
+                }
+            }
+            other => problems.push(format!(
+                "sql.driver = {other:?} is not supported: use \"PostgreSQL\" or \"SQLite3\""
+            )),
+        }
+        if self.pool_size == Some(0) {
+            problems.push("sql.pool_size must be at least 1".to_string());
+        }
+        problems
+    }
 }
 
 /// `cross_domain_*`: any origin, or the listed ones.
@@ -299,8 +379,25 @@ impl GlobalConfig {
         }
     }
 
+    /// The embedded SQLite file: `jackdaw.sqlite` in data_path, or the
+    /// `sql.database` of `driver = "SQLite3"` (relative to data_path).
     pub fn database_path(&self) -> PathBuf {
-        self.data_path.join("jackdaw.sqlite")
+        match (&self.sql, self.storage.as_str()) {
+            (Some(sql), "sql") if sql.driver == "SQLite3" => match &sql.database {
+                Some(name) => self.data_path.join(name),
+                None => self.data_path.join("jackdaw.sqlite"),
+            },
+            _ => self.data_path.join("jackdaw.sqlite"),
+        }
+    }
+
+    /// The storage backend to open (the config is validated: `sql` is set
+    /// when `storage = "sql"`).
+    pub fn storage_choice(&self) -> StorageChoice<'_> {
+        match &self.sql {
+            Some(sql) if self.storage == "sql" && sql.driver == "PostgreSQL" => StorageChoice::Postgres(sql),
+            _ => StorageChoice::Sqlite(self.database_path()),
+        }
     }
 }
 
@@ -517,6 +614,17 @@ impl Config {
                 ));
             }
         }
+        match (g.storage.as_str(), &g.sql) {
+            ("internal" | "sqlite", _) => {}
+            ("sql", Some(sql)) => problems.extend(sql.validate()),
+            ("sql", None) => problems.push(
+                "storage = \"sql\" needs the sql option, e.g. sql = { driver = \"PostgreSQL\", database = \"jackdaw\" }"
+                    .to_string(),
+            ),
+            (other, _) => problems.push(format!(
+                "storage = {other:?} is not one of \"internal\", \"sql\""
+            )),
+        }
         if g.interfaces.is_empty() {
             problems.push("interfaces must list at least one address".into());
         }
@@ -732,6 +840,75 @@ mod tests {
             .to_string();
         assert!(msg.contains("j.toml:2:"), "{msg}");
         assert!(msg.contains("j.toml:4:"), "{msg}");
+    }
+
+    #[test]
+    fn storage_defaults_to_the_embedded_sqlite() {
+        let c = Config::embedded_default();
+        assert_eq!(
+            c.global.storage_choice(),
+            StorageChoice::Sqlite(PathBuf::from("./data/jackdaw.sqlite"))
+        );
+        let c = Config::parse("storage = \"sqlite\"\n", None, &known()).unwrap();
+        assert!(matches!(c.global.storage_choice(), StorageChoice::Sqlite(_)));
+    }
+
+    #[test]
+    fn sql_postgresql_is_chosen_and_its_password_hidden() {
+        let text = "storage = \"sql\"\nsql = { driver = \"PostgreSQL\", database = \"jackdaw\", \
+            username = \"jackdaw\", password = \"s3cret\", host = \"db\", port = 5433 }\n";
+        let c = Config::parse(text, None, &known()).unwrap();
+        let StorageChoice::Postgres(sql) = c.global.storage_choice() else {
+            panic!("not PostgreSQL");
+        };
+        assert_eq!(
+            (sql.database.as_deref(), sql.host.as_deref(), sql.port),
+            (Some("jackdaw"), Some("db"), Some(5433))
+        );
+        assert_eq!(sql.password.as_deref(), Some("s3cret"));
+        for shown in [format!("{sql:?}"), format!("{c:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn sql_sqlite3_is_the_embedded_database() {
+        let text = "storage = \"sql\"\nsql = { driver = \"SQLite3\", database = \"prosody.sqlite\" }\n";
+        let c = Config::parse(text, None, &known()).unwrap();
+        assert_eq!(
+            c.global.storage_choice(),
+            StorageChoice::Sqlite(PathBuf::from("./data/prosody.sqlite"))
+        );
+    }
+
+    #[test]
+    fn bad_storage_options_are_reported() {
+        let cases = [
+            ("storage = \"mongodb\"\n", "storage = \"mongodb\" is not one of"),
+            ("storage = \"sql\"\n", "needs the sql option"),
+            (
+                "storage = \"sql\"\nsql = { driver = \"MySQL\", database = \"j\" }\n",
+                "sql.driver = \"MySQL\" is not supported",
+            ),
+            (
+                "storage = \"sql\"\nsql = { driver = \"PostgreSQL\" }\n",
+                "sql.database is missing",
+            ),
+            (
+                "storage = \"sql\"\nsql = { driver = \"PostgreSQL\", database = \"j\", pool_size = 0 }\n",
+                "sql.pool_size",
+            ),
+            (
+                "storage = \"sql\"\nsql = { driver = \"PostgreSQL\", database = \"j\", passwd = \"x\" }\n",
+                "passwd",
+            ),
+        ];
+        for (text, expected) in cases {
+            let msg = Config::parse(text, Some(Path::new("j.toml")), &known())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(expected) && msg.contains("j.toml"), "{text}: {msg}");
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::User(cmd) => {
             init_logging("warn");
             runtime.block_on(async {
-                let backends = wiring::open(&config)?;
+                let backends = wiring::open(&config).await?;
                 let r = users::run(cmd, &backends).await;
                 backends.db.checkpoint().await.ok();
                 r
@@ -131,7 +131,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Oauth2(cmd) => {
             init_logging("warn");
             runtime.block_on(async {
-                let backends = wiring::open(&config)?;
+                let backends = wiring::open(&config).await?;
                 let r = oauth2_keys(cmd, &backends).await;
                 backends.db.checkpoint().await.ok();
                 r

@@ -155,8 +155,11 @@ pub async fn check_modules(config: &Config) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("jackdaw-check-{}", std::process::id()));
     let mut scratch = config.clone();
     scratch.global.data_path = dir.clone();
+    // Never the configured database: check-config must not connect to
+    // (or migrate) the operator's PostgreSQL.
+    scratch.global.storage = "internal".into();
     let result = async {
-        let backends = wiring::open(&scratch)?;
+        let backends = wiring::open(&scratch).await?;
         build_hosts(&scratch, &backends)?;
         build_components(&scratch, &backends.stores).await?;
         Ok(())
@@ -226,7 +229,7 @@ fn write_listeners_file(config: &Config, addrs: &ListenerAddrs) -> Result<()> {
 
 pub async fn run(config: Config) -> Result<()> {
     crate::init_logging(&config.global.log);
-    let backends = wiring::open(&config)?;
+    let backends = wiring::open(&config).await?;
     let (hosts, host_routes) = build_hosts(&config, &backends)?;
     let components = build_components(&config, &backends.stores).await?;
     let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
@@ -284,7 +287,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     for host in server.hosts.values() {
-        host.hooks.fire(&server, &jackdaw_core::hooks::Event::Started).await;
+        host.hooks
+            .fire(&server, &jackdaw_core::hooks::Event::Started)
+            .await;
     }
     let limit = server.connection_slots.clone();
     for l in component_listeners {

@@ -1,5 +1,5 @@
 //! Picks the concrete backends the config names: the only place that knows
-//! about SQLite and about each module's existence.
+//! about SQLite and PostgreSQL and about each module's existence.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,25 +7,55 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::Authenticator;
 use jackdaw_core::auth::internal::InternalAuthenticator;
-use jackdaw_core::config::Config;
+use jackdaw_core::config::{Config, SqlConfig, StorageChoice};
 use jackdaw_core::metrics::Metrics;
 use jackdaw_core::storage::Stores;
 use jackdaw_modules::auth_http::HttpAuthenticator;
-use jackdaw_storage::SqliteStore;
+use jackdaw_storage::postgres::{DEFAULT_POOL_SIZE, PgConfig, describe};
+use jackdaw_storage::{Database, PostgresStore, SqliteStore};
 
 pub struct Backends {
-    pub db: SqliteStore,
+    pub db: Database,
     pub metrics: Arc<Metrics>,
     pub stores: Stores,
     pub auth: HashMap<String, Arc<dyn Authenticator>>,
 }
 
-pub fn open(config: &Config) -> Result<Backends> {
+/// The connection options of `sql` (driver "PostgreSQL").
+fn pg_config(sql: &SqlConfig) -> PgConfig {
+    let mut c = PgConfig::new();
+    c.host(sql.host.as_deref().unwrap_or("localhost"));
+    c.port(sql.port.unwrap_or(5432));
+    if let Some(db) = &sql.database {
+        c.dbname(db);
+    }
+    if let Some(user) = &sql.username {
+        c.user(user);
+    }
+    if let Some(password) = &sql.password {
+        c.password(password);
+    }
+    c
+}
+
+pub async fn open(config: &Config) -> Result<Backends> {
     let g = &config.global;
     std::fs::create_dir_all(&g.data_path)
         .with_context(|| format!("creating data_path {}", g.data_path.display()))?;
-    let db = SqliteStore::open(&g.database_path())
-        .with_context(|| format!("opening the database {}", g.database_path().display()))?;
+    let db = match g.storage_choice() {
+        StorageChoice::Sqlite(path) => Database::Sqlite(
+            SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))?,
+        ),
+        StorageChoice::Postgres(sql) => {
+            let pg = pg_config(sql);
+            let target = describe(&pg);
+            let store = PostgresStore::connect(pg, sql.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
+                .await
+                .with_context(|| format!("opening the PostgreSQL database {target} (option sql)"))?;
+            tracing::info!(%target, "storage: PostgreSQL (connections without TLS)");
+            Database::Postgres(store)
+        }
+    };
     let stores = db.stores();
     let metrics = Arc::new(Metrics::default());
     let mut auth: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
