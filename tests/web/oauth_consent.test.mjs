@@ -87,6 +87,12 @@ async function startRedirectServer() {
   const waiters = [];
   const server = createServer((request, response) => {
     const url = new URL(request.url, "http://127.0.0.1");
+    // Chromium asks any new origin for /favicon.ico, sometimes only after
+    // the next test has begun: that is not a redirect.
+    if (url.pathname === "/favicon.ico") {
+      response.writeHead(404).end();
+      return;
+    }
     requests.push({ method: request.method, url });
     waiters.forEach((wake) => wake());
     response.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" }).end("ok\n");
