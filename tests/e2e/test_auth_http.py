@@ -925,13 +925,7 @@ async def test_cache_invalidated_by_in_band_removal(cached_server, webapp):
     assert client.sasl_failures == ["not-authorized"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: the CLI runs in another process and cannot reach the running "
-    "server's cache; documented in README (changes made outside the server apply when the "
-    "cache entry expires)",
-)
-async def test_cache_invalidated_by_cli_password_change(cached_server, webapp):
+async def test_cache_invalidated_by_cli_password_change_regression(cached_server, webapp):
     """alice's login is cached by the running server; the operator resets her
     password with `jackdaw user passwd` (e.g. because it leaked): the old
     password must not keep working from the running server's cache."""

@@ -1,7 +1,9 @@
 //! The `jackdaw` binary: reads the TOML config (or uses the embedded
 //! default), picks the backends, wires the modules and runs the listeners;
-//! also the admin commands (`user`, `check-config`, `cert`).
+//! also the admin commands (`user`, `sessions`, `oauth2`, `check-config`,
+//! `cert`).
 
+mod admin_socket;
 mod certs;
 mod http;
 mod run;
@@ -33,6 +35,8 @@ enum Command {
     /// Manage accounts of the built-in store.
     #[command(subcommand)]
     User(UserCommand),
+    /// List the sessions of the running server.
+    Sessions,
     /// Validate a config file without starting.
     CheckConfig { file: PathBuf },
     /// Certificates.
@@ -115,11 +119,24 @@ fn real_main(cli: Cli) -> Result<()> {
             init_logging("warn");
             runtime.block_on(async {
                 let backends = wiring::open(&config).await?;
-                let r = users::run(cmd, &backends).await;
+                let r = users::run(cmd, &backends, &config.global.data_path).await;
                 backends.db.checkpoint().await.ok();
                 r
             })
         }
+        Command::Sessions => runtime.block_on(async {
+            let reply = admin_socket::ask(&config.global.data_path, &admin_socket::Request::Sessions).await?;
+            let Some(reply) = reply else {
+                anyhow::bail!(
+                    "no running server answers on {}",
+                    admin_socket::path(&config.global.data_path).display()
+                );
+            };
+            for jid in reply.sessions {
+                println!("{jid}");
+            }
+            Ok(())
+        }),
         Command::Cert(CertCommand::Generate) => {
             init_logging("info");
             let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();

@@ -335,6 +335,7 @@ pub async fn run(config: Config) -> Result<()> {
             }
         }));
     }
+    let _admin_socket = crate::admin_socket::start(&server)?;
     write_listeners_file(&config, &addrs)?;
     info!(
         hosts = ?names,

@@ -3,12 +3,14 @@
 //! stdin, never from argv (where `ps` would show them).
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::{AuthError, Authenticator};
 use jackdaw_core::jid::BareJid;
 
 use crate::UserCommand;
+use crate::admin_socket::{self, Request};
 use crate::wiring::Backends;
 
 fn read_password(prompt: &str) -> Result<String> {
@@ -47,7 +49,25 @@ fn auth_for<'a>(backends: &'a Backends, host: &str) -> Result<&'a dyn Authentica
         .with_context(|| format!("{host} is not a configured host"))
 }
 
-pub async fn run(cmd: UserCommand, backends: &Backends) -> Result<()> {
+/// Tells a running server that an account changed, so it forgets a cached
+/// password and, for a deleted account, ends its sessions.
+async fn tell_running_server(data_path: &Path, host: &str, user: &str, deleted: bool) -> Result<()> {
+    let request = Request::AccountChanged {
+        host: host.to_string(),
+        user: user.to_string(),
+        deleted,
+    };
+    if let Some(reply) = admin_socket::ask(data_path, &request).await? {
+        if reply.closed > 0 {
+            println!("the running server closed {} session(s)", reply.closed);
+        } else {
+            println!("the running server was told");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: UserCommand, backends: &Backends, data_path: &Path) -> Result<()> {
     match cmd {
         UserCommand::Add { jid } => {
             let (user, host) = split(&jid)?;
@@ -67,6 +87,7 @@ pub async fn run(cmd: UserCommand, backends: &Backends) -> Result<()> {
                 .await
                 .context("changing the password")?;
             println!("password changed for {user}@{host}");
+            tell_running_server(data_path, &host, &user, false).await?;
         }
         UserCommand::Del { jid } => {
             let (user, host) = split(&jid)?;
@@ -75,6 +96,7 @@ pub async fn run(cmd: UserCommand, backends: &Backends) -> Result<()> {
                 .await
                 .context("deleting the account")?;
             println!("deleted {user}@{host}");
+            tell_running_server(data_path, &host, &user, true).await?;
         }
         UserCommand::List { host } => {
             let auth = auth_for(backends, &host)?;

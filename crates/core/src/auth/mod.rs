@@ -46,6 +46,9 @@ pub trait Authenticator: Send + Sync {
     async fn set_password(&self, host: &str, user: &str, password: &str) -> Result<(), AuthError>;
     async fn delete_user(&self, host: &str, user: &str) -> Result<(), AuthError>;
     async fn list_users(&self, host: &str) -> Result<Vec<String>, AuthError>;
+    /// Drops what the backend remembers of the account (a cached password)
+    /// after a change made outside the server.
+    fn forget(&self, _host: &str, _user: &str) {}
 }
 
 /// Who an OAuth access token speaks for, as a SASL mechanism needs it.

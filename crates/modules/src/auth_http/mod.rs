@@ -388,4 +388,8 @@ impl Authenticator for HttpAuthenticator {
     async fn list_users(&self, _: &str) -> Result<Vec<String>, AuthError> {
         Err(AuthError::NotSupported)
     }
+
+    fn forget(&self, host: &str, user: &str) {
+        self.cache.forget(host, user);
+    }
 }
