@@ -564,6 +564,25 @@ fn authenticate_client(
     Ok((client_id, client))
 }
 
+/// What every client-authenticated endpoint starts with: the rate limit
+/// (guessing secrets must be slow), HTTPS (or loopback), the form, the
+/// client.
+async fn client_request(
+    web: &Web,
+    body: &[u8],
+) -> Result<(HashMap<String, String>, String, ClientMetadata), Box<Response>> {
+    if let Some(r) = rate_limited(web) {
+        return Err(Box::new(r));
+    }
+    if web.insecure() {
+        return Err(Box::new(https_required(web)));
+    }
+    let form =
+        params(body).map_err(|e| Box::new(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e)))?;
+    let (client_id, client) = authenticate_client(web, &form)?;
+    Ok((form, client_id, client))
+}
+
 fn form_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
@@ -1087,15 +1106,9 @@ fn invalid_grant(description: &str) -> Response {
 }
 
 async fn token(web: Web, body: Bytes) -> Response {
-    if let Some(r) = rate_limited(&web) {
-        return r;
-    }
-    if web.insecure() {
-        return https_required(&web);
-    }
-    let form = match params(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    let (form, client_id, client) = match client_request(&web, &body).await {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
     let Some(grant_type) = form.get("grant_type").cloned() else {
         return oauth_error(
@@ -1103,10 +1116,6 @@ async fn token(web: Web, body: Bytes) -> Response {
             "invalid_request",
             "grant_type is missing",
         );
-    };
-    let (client_id, client) = match authenticate_client(&web, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
     };
     let c = &web.oauth.config;
     let allowed = match grant_type.as_str() {
@@ -1407,15 +1416,8 @@ async fn password_grant(
 // --- revocation, introspection, userinfo -----------------------------------------------------
 
 async fn revoke(web: Web, body: Bytes) -> Response {
-    if web.insecure() {
-        return https_required(&web);
-    }
-    let form = match params(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
-    };
-    let (client_id, _) = match authenticate_client(&web, &form) {
-        Ok(c) => c,
+    let (form, client_id, _) = match client_request(&web, &body).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     let Some(token) = form.get("token") else {
@@ -1449,15 +1451,8 @@ async fn revoke(web: Web, body: Bytes) -> Response {
 }
 
 async fn introspect(web: Web, body: Bytes) -> Response {
-    if web.insecure() {
-        return https_required(&web);
-    }
-    let form = match params(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
-    };
-    let (client_id, client) = match authenticate_client(&web, &form) {
-        Ok(c) => c,
+    let (form, client_id, client) = match client_request(&web, &body).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     if client.is_public() {
@@ -1554,18 +1549,8 @@ async fn userinfo(web: Web, method: Method, body: Bytes) -> Response {
 // --- device authorization (RFC 8628) -------------------------------------------------------
 
 async fn device_authorization(web: Web, body: Bytes) -> Response {
-    if let Some(r) = rate_limited(&web) {
-        return r;
-    }
-    if web.insecure() {
-        return https_required(&web);
-    }
-    let form = match params(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
-    };
-    let (client_id, client) = match authenticate_client(&web, &form) {
-        Ok(c) => c,
+    let (form, client_id, client) = match client_request(&web, &body).await {
+        Ok(x) => x,
         Err(r) => return *r,
     };
     if !web.oauth.config.allows_grant("device_code") || !client.allows_grant(DEVICE_CODE_URN) {
