@@ -28,7 +28,7 @@ from harness.archive import PLUGINS as MAM_PLUGINS
 from harness.archive import query
 from harness.client import Client, LoginFailed, roster_items
 from harness.muc import MUC_PLUGINS, configure_muc, create_room, join, muc_users, room_jid
-from harness.scenarios import assert_pong, logged_in, online_with_roster, subscribe_mutually
+from harness.scenarios import assert_login_works, assert_pong, logged_in, online_with_roster, subscribe_mutually
 from harness.server import JackdawServer
 
 ALICE = f"alice@{DOMAIN}"
@@ -99,9 +99,10 @@ def database(postgres_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def pg_server(make_server: Callable[..., JackdawServer], database: Database) -> JackdawServer:
+def pg_server(database: Database, make_server: Callable[..., JackdawServer]) -> JackdawServer:
     """A running server on the test database with alice, bob and carol (added
-    with the CLI) and the MUC component rooms.localhost."""
+    with the CLI) and the MUC component rooms.localhost. (``database`` comes
+    first so that the server stops before its database is dropped.)"""
     server = make_server(options=database.options(), start=False)
     configure_muc(server)
     server.start()
@@ -193,6 +194,28 @@ async def test_user_del_removes_the_users_data(pg_server, database):
         await Client(pg_server, "bob").login()
     assert refused.value.condition == "not-authorized"
     assert pg_server.list_users(DOMAIN) == ["alice@localhost", "carol@localhost"]
+
+
+async def test_database_outage_gives_temporary_errors_and_the_server_recovers(pg_server, database):
+    """The database stops taking connections and drops the server's: logins
+    fail with temporary-auth-failure (not not-authorized, not a crash); once
+    it is back, logins work again without restarting Jackdaw."""
+    await assert_login_works(pg_server, "alice")
+    psql(database.admin_url, f"ALTER DATABASE {database.name} ALLOW_CONNECTIONS false")
+    psql(
+        database.admin_url,
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database.name}'",
+    )
+    try:
+        for _ in range(2):
+            with pytest.raises(LoginFailed) as refused:
+                await Client(pg_server, "bob").login()
+            assert refused.value.condition == "temporary-auth-failure", refused.value
+        assert pg_server.is_running()
+    finally:
+        psql(database.admin_url, f"ALTER DATABASE {database.name} ALLOW_CONNECTIONS true")
+    await assert_login_works(pg_server, "bob")
+    await assert_login_works(pg_server, "alice")
 
 
 def test_unreachable_database_stops_the_start_with_exit_code_2(make_server, database):
