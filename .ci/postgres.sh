@@ -3,7 +3,9 @@
 # (crates/storage/tests/conformance.rs) and tests/e2e/test_postgresql.py.
 # Debian's packages and default cluster (installed and started when
 # missing), a role jackdaw (password jackdaw, CREATEDB); the tests create and
-# drop their own databases. Exports JACKDAW_TEST_POSTGRES_URL. Idempotent: a
+# drop their own databases. Exports JACKDAW_TEST_POSTGRES_URL, and
+# JACKDAW_TEST_POSTGRES_TLS_CA for the TLS test (the server's certificate
+# for localhost, made when it has none). Idempotent: a
 # second run finds everything in place and only checks it.
 # An already set JACKDAW_TEST_POSTGRES_URL is used as it is.
 
@@ -64,5 +66,34 @@ SQL
         runuser -u postgres -- psql -p "$port" -X -qc "DROP DATABASE IF EXISTS \"$leftover\" WITH (FORCE)"
     done
     export JACKDAW_TEST_POSTGRES_URL="postgresql://jackdaw:jackdaw@127.0.0.1:$port/postgres"
-    echo ".ci/postgres.sh: PostgreSQL $version on port $port, JACKDAW_TEST_POSTGRES_URL exported"
+    # TLS (sql.ssl): the cluster's certificate must name localhost, as
+    # Debian's snakeoil one does on a machine called localhost; otherwise
+    # one is made for it. Its file is the CA the TLS test trusts.
+    local ssl cert dir
+    ssl=$(runuser -u postgres -- psql -p "$port" -X -Atqc "SHOW ssl")
+    cert=$(runuser -u postgres -- psql -p "$port" -X -Atqc "SHOW ssl_cert_file")
+    case "$cert" in /*) ;; *) cert="/var/lib/postgresql/$version/main/$cert" ;; esac
+    if [ "$ssl" != "on" ] || ! openssl x509 -in "$cert" -noout -checkhost localhost 2>/dev/null | grep -q "does match"; then
+        dir=/var/lib/postgresql/jackdaw-test-tls
+        mkdir -p "$dir"
+        # An end-entity certificate (CA:FALSE): rustls refuses a CA
+        # certificate as a server's, which is what `req -x509` makes by default.
+        printf '%s\n' '[req]' 'distinguished_name = dn' 'x509_extensions = ext' 'prompt = no' \
+            '[dn]' 'CN = localhost' \
+            '[ext]' 'basicConstraints = critical, CA:FALSE' 'subjectAltName = DNS:localhost' \
+            'keyUsage = critical, digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' \
+            >"$dir/openssl.cnf"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -config "$dir/openssl.cnf" \
+            -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null
+        chown -R postgres:postgres "$dir"
+        chmod 600 "$dir/server.key"
+        runuser -u postgres -- psql -p "$port" -X -q \
+            -c "ALTER SYSTEM SET ssl_cert_file = '$dir/server.crt'" \
+            -c "ALTER SYSTEM SET ssl_key_file = '$dir/server.key'" \
+            -c "ALTER SYSTEM SET ssl = on" \
+            -c "SELECT pg_reload_conf()" >/dev/null
+        cert="$dir/server.crt"
+    fi
+    export JACKDAW_TEST_POSTGRES_TLS_CA="$cert"
+    echo ".ci/postgres.sh: PostgreSQL $version on port $port (TLS certificate $cert), JACKDAW_TEST_POSTGRES_URL exported"
 }

@@ -218,6 +218,31 @@ async def test_database_outage_gives_temporary_errors_and_the_server_recovers(pg
     await assert_login_works(pg_server, "alice")
 
 
+async def test_ssl_connection_to_postgresql(make_server, database):
+    """``sql.ssl = true`` with ``sql.sslrootcert``: the server talks TLS to
+    PostgreSQL (pg_stat_ssl says so) and users log in as usual; the
+    certificate is for localhost, so 127.0.0.1 is refused at start."""
+    ca = os.environ.get("JACKDAW_TEST_POSTGRES_TLS_CA", "")
+    if not ca:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but JACKDAW_TEST_POSTGRES_TLS_CA is not (see .ci/postgres.sh)")
+        pytest.skip("JACKDAW_TEST_POSTGRES_TLS_CA is unset")
+    wrong_name = make_server(
+        options=database.options(host="127.0.0.1", ssl=True, sslrootcert=ca), start=False, users={}
+    )
+    refused = wrong_name.cli("run")
+    assert refused.returncode == 2 and "certificate" in refused.stderr, refused.stderr
+
+    server = make_server(options=database.options(host="localhost", ssl=True, sslrootcert=ca))
+    await assert_login_works(server, "alice")
+    encrypted = psql(
+        database.url,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.datname = current_database() AND a.application_name = 'jackdaw'",
+    )
+    assert encrypted == "t", encrypted
+
+
 def test_unreachable_database_stops_the_start_with_exit_code_2(make_server, database):
     """Nothing listens where ``sql`` points: ``run`` and ``user add`` exit
     with code 2 and say which database, and which option, without a panic

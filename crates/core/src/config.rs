@@ -297,6 +297,13 @@ pub struct SqlConfig {
     pub port: Option<u16>,
     /// Connections kept open at most (PostgreSQL); default 16.
     pub pool_size: Option<usize>,
+    /// Require TLS to PostgreSQL, verifying the server's certificate and
+    /// name (against `host`). Off by default.
+    #[serde(default)]
+    pub ssl: bool,
+    /// PEM file of the CA(s) to trust for `ssl` instead of the system's
+    /// roots (libpq's name), e.g. the server's own self-signed certificate.
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SqlConfig {
@@ -309,6 +316,8 @@ impl std::fmt::Debug for SqlConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("pool_size", &self.pool_size)
+            .field("ssl", &self.ssl)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -341,6 +350,9 @@ impl SqlConfig {
             other => problems.push(format!(
                 "sql.driver = {other:?} is not supported: use \"PostgreSQL\" or \"SQLite3\""
             )),
+        }
+        if self.sslrootcert.is_some() && !self.ssl {
+            problems.push("sql.sslrootcert is only used with sql.ssl = true".to_string());
         }
         if self.pool_size == Some(0) {
             problems.push("sql.pool_size must be at least 1".to_string());
@@ -869,6 +881,25 @@ mod tests {
         for shown in [format!("{sql:?}"), format!("{c:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");
         }
+    }
+
+    #[test]
+    fn sql_ssl_options() {
+        let text = "storage = \"sql\"\nsql = { driver = \"PostgreSQL\", database = \"j\", ssl = true, \
+            sslrootcert = \"/etc/ssl/db-ca.pem\" }\n";
+        let c = Config::parse(text, None, &known()).unwrap();
+        let StorageChoice::Postgres(sql) = c.global.storage_choice() else {
+            panic!("not PostgreSQL");
+        };
+        assert!(sql.ssl);
+        assert_eq!(sql.sslrootcert.as_deref(), Some(Path::new("/etc/ssl/db-ca.pem")));
+        let text =
+            "storage = \"sql\"\nsql = { driver = \"PostgreSQL\", database = \"j\", sslrootcert = \"x\" }\n";
+        let msg = Config::parse(text, None, &known()).unwrap_err().to_string();
+        assert!(
+            msg.contains("sql.sslrootcert is only used with sql.ssl = true"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use jackdaw_core::config::{Config, SqlConfig, StorageChoice};
 use jackdaw_core::metrics::Metrics;
 use jackdaw_core::storage::Stores;
 use jackdaw_modules::auth_http::HttpAuthenticator;
-use jackdaw_storage::postgres::{DEFAULT_POOL_SIZE, PgConfig, describe};
+use jackdaw_storage::postgres::{DEFAULT_POOL_SIZE, PgConfig, PgTls, describe};
 use jackdaw_storage::{Database, PostgresStore, SqliteStore};
 
 pub struct Backends {
@@ -49,10 +49,17 @@ pub async fn open(config: &Config) -> Result<Backends> {
         StorageChoice::Postgres(sql) => {
             let pg = pg_config(sql);
             let target = describe(&pg);
-            let store = PostgresStore::connect(pg, sql.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
+            let tls = if sql.ssl {
+                PgTls::Verified {
+                    ca_file: sql.sslrootcert.clone(),
+                }
+            } else {
+                PgTls::Off
+            };
+            let store = PostgresStore::connect_with(pg, sql.pool_size.unwrap_or(DEFAULT_POOL_SIZE), &tls)
                 .await
                 .with_context(|| format!("opening the PostgreSQL database {target} (option sql)"))?;
-            tracing::info!(%target, "storage: PostgreSQL (connections without TLS)");
+            tracing::info!(%target, tls = sql.ssl, "storage: PostgreSQL");
             Database::Postgres(store)
         }
     };

@@ -145,6 +145,22 @@ impl TestDb {
         c.dbname(&self.name);
         c
     }
+
+    /// The test database's options with `host` as the only host.
+    fn config_on(&self, host: &str) -> PgConfig {
+        let mut c = PgConfig::new();
+        c.host(host).dbname(&self.name);
+        if let Some(port) = self.admin.get_ports().first() {
+            c.port(*port);
+        }
+        if let Some(user) = self.admin.get_user() {
+            c.user(user);
+        }
+        if let Some(password) = self.admin.get_password() {
+            c.password(password);
+        }
+        c
+    }
 }
 
 impl Drop for TestDb {
@@ -1530,5 +1546,88 @@ mod postgres_migrations {
         let msg = err.to_string();
         assert!(matches!(err, PostgresError::Connect(_)), "{msg}");
         assert!(!msg.contains("s3cret"), "{msg}");
+    }
+}
+
+/// TLS to PostgreSQL (`sql.ssl`): `JACKDAW_TEST_POSTGRES_TLS_CA` is a PEM
+/// file the test server's certificate (for `localhost`) verifies against
+/// (.ci/postgres.sh exports it); skipped without it unless `CI` is set.
+mod postgres_tls {
+    use super::TestDb;
+    use jackdaw_core::storage::AccountStore;
+    use jackdaw_storage::PostgresStore;
+    use jackdaw_storage::postgres::{PgTls, PostgresError};
+
+    fn ca_file() -> Option<std::path::PathBuf> {
+        match std::env::var("JACKDAW_TEST_POSTGRES_TLS_CA") {
+            Ok(path) if !path.is_empty() => Some(path.into()),
+            _ => {
+                if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+                    panic!("CI is set but JACKDAW_TEST_POSTGRES_TLS_CA is not (see .ci/postgres.sh)");
+                }
+                eprintln!("note: JACKDAW_TEST_POSTGRES_TLS_CA is unset; skipping the TLS test");
+                None
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ssl_connections_are_encrypted_and_verified() {
+        let Some(db) = TestDb::create().await else {
+            return;
+        };
+        let Some(ca) = ca_file() else {
+            return;
+        };
+        let tls = PgTls::Verified {
+            ca_file: Some(ca.clone()),
+        };
+        let store = PostgresStore::connect_with(db.config_on("localhost"), 2, &tls)
+            .await
+            .expect("TLS connection verified against the CA file");
+        store.create("h", "u", &[]).await.unwrap();
+        assert!(store.exists("h", "u").await.unwrap());
+        let admin = super::connect(&db.config()).await;
+        let encrypted: Vec<bool> = admin
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.datname = current_database() AND a.application_name = 'jackdaw'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(
+            !encrypted.is_empty() && encrypted.iter().all(|&e| e),
+            "{encrypted:?}"
+        );
+
+        // The name is checked: the certificate is for localhost, not 127.0.0.1.
+        let err = PostgresStore::connect_with(db.config_on("127.0.0.1"), 1, &tls)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PostgresError::Connect(_)), "{err}");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // So is the issuer: public roots do not vouch for it.
+        let public = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+        if public.exists() {
+            let other = PgTls::Verified {
+                ca_file: Some(public.into()),
+            };
+            let err = PostgresStore::connect_with(db.config_on("localhost"), 1, &other)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("certificate"), "{err}");
+        }
+        // A CA file that is not PEM is a setup error, before connecting.
+        let not_pem = PgTls::Verified {
+            ca_file: Some("/dev/null".into()),
+        };
+        let err = PostgresStore::connect_with(db.config_on("localhost"), 1, &not_pem)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PostgresError::Tls(_)), "{err}");
     }
 }

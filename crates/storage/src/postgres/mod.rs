@@ -12,9 +12,10 @@
 //! next taken and replaced, so a database that was down for a while is
 //! used again as soon as it is back; meanwhile calls fail fast with
 //! `StorageError::Backend` (users get temporary errors), bounded by the
-//! pool's wait and connect timeouts. Connections are in clear text
-//! (`NoTls`) for now: keep the database on the same host or a trusted
-//! network.
+//! pool's wait and connect timeouts. Connections are in clear text unless
+//! [`PgTls::Verified`] asks for TLS (rustls; the server's certificate is
+//! checked against the system's roots or a given CA file, and its name
+//! against the host we connect to).
 //!
 //! # Concurrency
 //!
@@ -33,12 +34,15 @@ mod offline;
 mod push;
 mod roster;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use jackdaw_core::storage::{StorageError, StorageResult, Stores};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The connection options (host, port, user, password, dbname, ...); its
 /// Debug never shows the password.
@@ -69,9 +73,22 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
+/// Whether connections use TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PgTls {
+    /// Clear text.
+    #[default]
+    Off,
+    /// TLS required, the certificate verified against the PEM roots in
+    /// `ca_file`, or the system's roots without one.
+    Verified { ca_file: Option<PathBuf> },
+}
+
 /// Failures connecting at start; runtime failures are `StorageError`s.
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
     #[error("cannot set up the connection pool: {0}")]
     Pool(String),
     #[error("cannot connect: {0}")]
@@ -134,6 +151,15 @@ impl PostgresStore {
     /// brings the schema up to date. `pool_size` connections at most are
     /// opened later, as calls need them.
     pub async fn connect(config: PgConfig, pool_size: usize) -> Result<Self, PostgresError> {
+        Self::connect_with(config, pool_size, &PgTls::Off).await
+    }
+
+    /// [`connect`](Self::connect), with TLS as `tls` says.
+    pub async fn connect_with(
+        config: PgConfig,
+        pool_size: usize,
+        tls: &PgTls,
+    ) -> Result<Self, PostgresError> {
         let mut config = config;
         let target = describe(&config);
         if config.get_connect_timeout().is_none() {
@@ -146,15 +172,20 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("jackdaw");
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A connection whose socket the server closed reports it
-                // (`is_closed`) and is replaced; no query per checkout.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            // A connection whose socket the server closed reports it
+            // (`is_closed`) and is replaced; no query per checkout.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            PgTls::Off => Manager::from_config(config, NoTls, manager_config),
+            PgTls::Verified { ca_file } => {
+                // Require: never fall back to clear text.
+                config.ssl_mode(SslMode::Require);
+                let rustls = rustls_config(ca_file.as_deref())?;
+                Manager::from_config(config, MakeRustlsConnect::new(rustls), manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -203,6 +234,43 @@ impl PostgresStore {
             .await
             .map_err(|e| StorageError::Backend(format!("postgres {op}: {}", pool_error_message(&e))))
     }
+}
+
+/// A rustls client config trusting `ca_file`'s certificates, or the
+/// system's. Its own ring provider, so it needs no process-wide default.
+fn rustls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, PostgresError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| PostgresError::Tls(format!("cannot read {}: {e}", path.display())))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| PostgresError::Tls(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| PostgresError::Tls(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(PostgresError::Tls(format!(
+                    "no PEM certificate in {}",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(PostgresError::Tls(
+                    "no system root certificates found; name a CA file".to_string(),
+                ));
+            }
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PostgresError::Tls(e.to_string()))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 fn pool_error_message(e: &deadpool_postgres::PoolError) -> String {
