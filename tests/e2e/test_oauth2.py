@@ -1607,10 +1607,11 @@ def test_https_required_on_every_endpoint_for_non_loopback_clients(provider: Pro
 
 
 def test_prompt_none(provider: Provider, browser: Browser) -> None:
-    """OIDC Core §3.1.2.1/§3.1.2.6: prompt=none never shows a page: not signed
-    in → login_required; signed in → consent_required (consent is always asked)."""
+    """OIDC Core §3.1.2.1/§3.1.2.6: prompt=none never shows a page (consent is
+    always asked): interaction_required, signed in or not, so that a site
+    cannot learn whether its visitor has a session here."""
     client = provider.web_client()
-    for expected in ("login_required", "consent_required"):
+    for expected in ("interaction_required", "interaction_required"):
         flow = start_code_flow(provider, client, "openid xmpp", prompt="none")
         answer = browser.get(flow.url)
         assert answer.status_code == 303, Page(answer).describe()

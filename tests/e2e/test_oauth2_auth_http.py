@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from harness import PASSWORDS
-from harness.oauth2 import new_code_verifier, s256
+from harness.client import LoginFailed
+from harness.oauth2 import new_code_verifier, oauthbearer_client, s256
 from harness.webapp import WebApp
 
 REDIRECT = "https://app.example.com/cb"
@@ -117,3 +118,47 @@ def test_web_app_down_fails_closed_with_a_clear_page(server, webapp):
     # The web app recovers: the same form works.
     webapp.mode = "normal"
     assert sign_in(base, browser, page, PASSWORDS["alice"]).status_code == 303
+
+
+def code_flow_tokens(server, scope: str = "xmpp") -> tuple[dict, tuple[str, str]]:
+    base, reg, verifier, browser, page = start(server)
+    ok = sign_in(base, browser, page, PASSWORDS["alice"])
+    consent = browser.get(base + ok.headers["location"], timeout=10)
+    done = browser.post(
+        base + "/oauth2/consent",
+        data={"csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "decision": "allow"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = up.parse_qs(up.urlparse(done.headers["location"]).query)["code"][0]
+    client = (reg["client_id"], reg["client_secret"])
+    tokens = requests.post(
+        base + "/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier},
+        auth=client,
+        timeout=10,
+    ).json()
+    return tokens, client
+
+
+async def test_tokens_of_an_account_removed_in_the_web_app_stop_working_regression(server, webapp):
+    """The web app removes alice (no `jackdaw user del` runs): her OAuth
+    tokens must not keep logging in, nor refresh for ever."""
+    tokens, client = code_flow_tokens(server)
+    alice = oauthbearer_client(server, "alice", tokens["access_token"])
+    await alice.login()
+    await alice.close()
+    del webapp.users[("localhost", "alice")]
+    refused = oauthbearer_client(server, "alice", tokens["access_token"])
+    with pytest.raises(LoginFailed):
+        await refused.login()
+    await refused.close()
+    base = f"http://127.0.0.1:{server.http_port}"
+    refresh = requests.post(
+        base + "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=client,
+        timeout=10,
+    )
+    assert refresh.status_code == 400 and refresh.json()["error"] == "invalid_grant", refresh.text
+    assert "the account no longer exists" in server.log_text()

@@ -117,3 +117,54 @@ def test_admin_role_scope_only_for_admins(make_server):
     bob = password_tokens(server, client, asked, user="bob")
     assert bob["scope"] == "xmpp jackdaw:user", "the admin scope is dropped for a non-admin"
     assert introspect(server, client, bob["access_token"])["scope"] == "xmpp jackdaw:user"
+
+
+def test_admin_scope_is_dropped_on_refresh_once_no_longer_admin_regression(make_server):
+    server = make_server(host_options={**HOST_OPTIONS, "admins": ["alice@localhost"]})
+    client = register_password_client(server)
+    tokens = password_tokens(server, client, "xmpp jackdaw:admin")
+    assert tokens["scope"] == "xmpp jackdaw:admin"
+    server.stop()
+    server.host_options["admins"] = []
+    server.write_config()
+    server.start()
+    refreshed = requests.post(
+        base_url(server) + "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=client,
+        timeout=10,
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["scope"] == "xmpp"
+
+
+def test_public_client_may_send_an_empty_secret_in_basic_auth(make_server):
+    """Go's x/oauth2 sends `client_id:` (empty secret) in HTTP Basic first."""
+    server = make_server(host_options=HOST_OPTIONS)
+    r = requests.post(
+        base_url(server) + "/oauth2/register",
+        json={
+            "client_name": "Public",
+            "client_uri": "https://app.example.com/",
+            "redirect_uris": ["https://app.example.com/cb"],
+            "grant_types": ["password"],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=10,
+    )
+    assert r.status_code == 201 and "client_secret" not in r.json(), r.text
+    tokens = password_tokens(server, (r.json()["client_id"], ""))
+    assert tokens["access_token"]
+
+
+def test_registrations_are_bounded_in_size(make_server):
+    server = make_server(host_options=HOST_OPTIONS)
+    base = {"client_name": "Big", "client_uri": "https://app.example.com/", "redirect_uris": ["https://app.example.com/cb"]}
+    for extra in (
+        {"contacts": ["ops@example.com"] * 17},
+        {"contacts": ["x" * 600]},
+        {"redirect_uris": [f"https://app.example.com/{i}/{'p' * 400}" for i in range(16)]},
+        {"client_name": "Evil\u001b[31m"},
+    ):
+        r = requests.post(base_url(server) + "/oauth2/register", json={**base, **extra}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_client_metadata", (extra, r.text)

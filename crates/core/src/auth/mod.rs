@@ -86,7 +86,12 @@ impl TokenRefusal {
 #[async_trait]
 pub trait TokenVerifier: Send + Sync {
     /// The account a token with the `xmpp` scope logs into.
-    async fn verify(&self, host: &str, token: &str) -> Result<Result<TokenLogin, TokenRefusal>, AuthError>;
+    async fn verify(
+        &self,
+        server: &crate::server::Server,
+        host: &str,
+        token: &str,
+    ) -> Result<Result<TokenLogin, TokenRefusal>, AuthError>;
     /// The scope a client should ask for, for the RFC 7628 error message.
     fn required_scope(&self) -> &'static str {
         "xmpp"

@@ -128,7 +128,8 @@ impl Connection {
         let Some(verifier) = self.host_ref().hooks.token_verifier().cloned() else {
             return Ok(Err(SaslError::InvalidMechanism));
         };
-        let refusal = match verifier.verify(&host, &creds.token).await {
+        let server = self.server.clone();
+        let refusal = match verifier.verify(&server, &host, &creds.token).await {
             Ok(Ok(login)) => {
                 // The authzid, when given, must name the token's account.
                 match self.account_for(&login.user, creds.authzid.as_deref()) {

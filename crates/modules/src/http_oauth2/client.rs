@@ -182,6 +182,9 @@ impl Registrar {
             &EncodingKey::from_secret(&self.per_host_key),
         )
         .map_err(|e| invalid_metadata(format!("cannot encode the registration: {e}")))?;
+        if client_id.len() > MAX_CLIENT_ID_LEN {
+            return Err(invalid_metadata("the registration is too large"));
+        }
         let client_secret = (!metadata.is_public()).then(|| self.secret_for(&client_id));
         Ok(Registered {
             client_id,
@@ -250,9 +253,12 @@ fn string_list(obj: &Map<String, Value>, name: &str) -> Result<Option<Vec<String
     }
 }
 
-/// Values past this length are not metadata anyone needs.
+/// Values past these sizes are not metadata anyone needs, and every
+/// client_id is held in memory while its flows are pending.
 const MAX_FIELD_LEN: usize = 512;
+const MAX_LIST_LEN: usize = 16;
 const MAX_REDIRECT_URIS: usize = 16;
+pub const MAX_CLIENT_ID_LEN: usize = 4096;
 
 /// Applies RFC 7591 and the seed's rules to a registration request.
 pub fn validate(request: &Value, config: &Config) -> Result<ClientMetadata, RegistrationError> {
@@ -260,8 +266,22 @@ pub fn validate(request: &Value, config: &Config) -> Result<ClientMetadata, Regi
         .as_object()
         .ok_or_else(|| invalid_metadata("the registration must be a JSON object"))?;
     for (k, v) in obj {
-        if v.as_str().is_some_and(|s| s.len() > MAX_FIELD_LEN) {
-            return Err(invalid_metadata(format!("{k} is too long")));
+        let texts: Vec<&str> = match v {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) if items.len() > MAX_LIST_LEN => {
+                return Err(invalid_metadata(format!("{k} has too many items")));
+            }
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for text in texts {
+            if text.len() > MAX_FIELD_LEN {
+                return Err(invalid_metadata(format!("{k} is too long")));
+            }
+            // Shown on pages and written to logs: no control characters.
+            if text.chars().any(char::is_control) {
+                return Err(invalid_metadata(format!("{k} contains control characters")));
+            }
         }
     }
     let client_name = string_field(obj, "client_name")?
@@ -552,5 +572,26 @@ mod tests {
             "code response type without the code grant"
         );
         assert!(validate(&json!([1]), &config()).is_err());
+        assert!(
+            with("client_name", json!("App\u{1b}[31m")).is_err(),
+            "control characters"
+        );
+        assert!(
+            with("contacts", json!(vec!["a@b"; 17])).is_err(),
+            "too many items"
+        );
+        assert!(
+            with("contacts", json!(["x".repeat(600)])).is_err(),
+            "an item too long"
+        );
+        let long_uris: Vec<String> = (0..16)
+            .map(|i| format!("https://app.example/{i}/{}", "p".repeat(400)))
+            .collect();
+        let big =
+            json!({"client_name": "A", "client_uri": "https://app.example/", "redirect_uris": long_uris});
+        assert!(
+            registrar().register(&big, &config(), 1).is_err(),
+            "client_id too large"
+        );
     }
 }

@@ -20,6 +20,15 @@ const USED_CODE_MEMORY: Duration = Duration::from_secs(600);
 pub const DEVICE_CODE_TTL: Duration = Duration::from_secs(600);
 /// RFC 8628 §3.2 `interval`, and what `slow_down` adds to it.
 pub const DEVICE_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Expired device codes are remembered this much longer, so that a late
+/// poll hears `expired_token`, not "unknown".
+const EXPIRED_DEVICE_MEMORY: Duration = Duration::from_secs(600);
+/// Bounds on what unauthenticated or lightly authenticated requests can
+/// make the server hold (per host): beyond them, new flows are refused
+/// until old ones expire.
+pub const MAX_PENDING_CODES: usize = 20_000;
+pub const MAX_PENDING_DEVICES: usize = 10_000;
+const MAX_PENDING_DEVICES_PER_CLIENT: usize = 100;
 
 /// A new bearer secret (token, code, device code): 256 random bits.
 pub fn new_secret() -> String {
@@ -59,15 +68,24 @@ pub struct PendingCode {
 
 enum CodeState {
     Pending(Box<PendingCode>),
-    /// Exchanged for the grant named here.
-    Used(String),
+    /// Being exchanged; `reused` once it was presented again meanwhile.
+    Exchanging {
+        client_id: String,
+        reused: bool,
+    },
+    /// Exchanged by `client_id` for the grant named here.
+    Used {
+        client_id: String,
+        grant_id: String,
+    },
 }
 
 /// What presenting a code found.
 pub enum CodeLookup {
     Pending(Box<PendingCode>),
-    /// Presented a second time: the grant it produced must go.
-    Reused(String),
+    /// Presented a second time by the client it was issued to: the grant
+    /// it produced (if any yet) must go.
+    Reused(Option<String>),
     Unknown,
 }
 
@@ -77,50 +95,81 @@ pub struct Codes {
 }
 
 impl Codes {
-    /// Stores a code; returns the code to hand to the client.
-    pub fn issue(&self, pending: PendingCode) -> String {
+    /// Stores a code; returns the code to hand to the client, or None
+    /// when too many are pending.
+    pub fn issue(&self, pending: PendingCode) -> Option<String> {
         let code = new_secret();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        map.retain(|_, (state, at)| match state {
-            CodeState::Pending(_) => now.duration_since(*at) < CODE_TTL,
-            CodeState::Used(_) => now.duration_since(*at) < USED_CODE_MEMORY,
-        });
+        if map.len() >= MAX_PENDING_CODES {
+            map.retain(|_, (state, at)| match state {
+                CodeState::Pending(_) | CodeState::Exchanging { .. } => now.duration_since(*at) < CODE_TTL,
+                CodeState::Used { .. } => now.duration_since(*at) < USED_CODE_MEMORY,
+            });
+            if map.len() >= MAX_PENDING_CODES {
+                return None;
+            }
+        }
         map.insert(hash_secret(&code), (CodeState::Pending(Box::new(pending)), now));
-        code
+        Some(code)
     }
 
-    /// Takes a code for exchange: it can be taken once.
-    pub fn take(&self, code: &str) -> CodeLookup {
+    /// Takes a code for exchange by `client_id`: it can be taken once.
+    /// Another client presenting it learns nothing and changes nothing.
+    pub fn take(&self, code: &str, client_id: &str) -> CodeLookup {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let key = hash_secret(code);
         let Some((state, at)) = map.get_mut(&key) else {
             return CodeLookup::Unknown;
         };
         match state {
-            CodeState::Used(grant) => CodeLookup::Reused(grant.clone()),
+            CodeState::Used {
+                client_id: owner,
+                grant_id,
+            } if owner == client_id => CodeLookup::Reused(Some(grant_id.clone())),
+            CodeState::Exchanging {
+                client_id: owner,
+                reused,
+            } if owner == client_id => {
+                *reused = true;
+                CodeLookup::Reused(None)
+            }
+            CodeState::Pending(p) if p.approval.client_id != client_id => CodeLookup::Unknown,
             CodeState::Pending(_) if at.elapsed() >= CODE_TTL => {
                 map.remove(&key);
                 CodeLookup::Unknown
             }
             CodeState::Pending(_) => {
-                // Until the grant exists, a second use finds no grant to
-                // revoke but still fails.
-                let CodeState::Pending(p) = std::mem::replace(state, CodeState::Used(String::new())) else {
+                let exchanging = CodeState::Exchanging {
+                    client_id: client_id.to_string(),
+                    reused: false,
+                };
+                let CodeState::Pending(p) = std::mem::replace(state, exchanging) else {
                     unreachable!("matched Pending above");
                 };
                 *at = Instant::now();
                 CodeLookup::Pending(p)
             }
+            _ => CodeLookup::Unknown,
         }
     }
 
-    /// Records the grant a code was exchanged for.
-    pub fn mark_used(&self, code: &str, grant_id: &str) {
+    /// Records the grant a code was exchanged for; false when the code was
+    /// presented again during the exchange (the grant must then go too).
+    pub fn mark_used(&self, code: &str, grant_id: &str) -> bool {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((state, _)) = map.get_mut(&hash_secret(code)) {
-            *state = CodeState::Used(grant_id.to_string());
-        }
+        let Some((state, _)) = map.get_mut(&hash_secret(code)) else {
+            return true;
+        };
+        let (client_id, reused) = match state {
+            CodeState::Exchanging { client_id, reused } => (std::mem::take(client_id), *reused),
+            _ => return true,
+        };
+        *state = CodeState::Used {
+            client_id,
+            grant_id: grant_id.to_string(),
+        };
+        !reused
     }
 }
 
@@ -154,8 +203,41 @@ pub enum DevicePoll {
 
 #[derive(Default)]
 pub struct Devices {
+    table: Mutex<DeviceTable>,
+}
+
+#[derive(Default)]
+struct DeviceTable {
     /// By device code hash.
-    map: Mutex<HashMap<String, DeviceRequest>>,
+    requests: HashMap<String, DeviceRequest>,
+    /// Device code hash by user code.
+    by_user_code: HashMap<String, String>,
+}
+
+impl DeviceTable {
+    fn forget_expired(&mut self) {
+        let by_user_code = &mut self.by_user_code;
+        self.requests.retain(|_, d| {
+            let keep = d.created.elapsed() < DEVICE_CODE_TTL + EXPIRED_DEVICE_MEMORY;
+            if !keep {
+                by_user_code.remove(&d.user_code);
+            }
+            keep
+        });
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(d) = self.requests.remove(key) {
+            self.by_user_code.remove(&d.user_code);
+        }
+    }
+
+    fn pending_by_user_code(&mut self, user_code: &str) -> Option<&mut DeviceRequest> {
+        let key = self.by_user_code.get(user_code)?;
+        self.requests
+            .get_mut(key)
+            .filter(|d| matches!(d.state, DeviceState::Pending) && d.created.elapsed() < DEVICE_CODE_TTL)
+    }
 }
 
 /// RFC 8628 §6.1: no vowels (no words), no look-alikes; 20^8 codes.
@@ -184,19 +266,34 @@ pub fn normalize_user_code(typed: &str) -> String {
 }
 
 impl Devices {
-    /// Starts a device authorization; returns (device_code, user_code).
-    pub fn start(&self, client_id: &str, scope: &str) -> (String, String) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeviceTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a device authorization; returns (device_code, user_code), or
+    /// None when too many are pending (for this client or in all).
+    pub fn start(&self, client_id: &str, scope: &str) -> Option<(String, String)> {
         let device_code = new_secret();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, d| d.created.elapsed() < DEVICE_CODE_TTL);
+        let mut table = self.lock();
+        table.forget_expired();
+        let of_client = table
+            .requests
+            .values()
+            .filter(|d| d.client_id == client_id)
+            .count();
+        if table.requests.len() >= MAX_PENDING_DEVICES || of_client >= MAX_PENDING_DEVICES_PER_CLIENT {
+            return None;
+        }
         let user_code = loop {
             let c = new_user_code();
-            if !map.values().any(|d| d.user_code == c) {
+            if !table.by_user_code.contains_key(&c) {
                 break c;
             }
         };
-        map.insert(
-            hash_secret(&device_code),
+        let key = hash_secret(&device_code);
+        table.by_user_code.insert(user_code.clone(), key.clone());
+        table.requests.insert(
+            key,
             DeviceRequest {
                 client_id: client_id.into(),
                 scope: scope.into(),
@@ -207,48 +304,37 @@ impl Devices {
                 interval: DEVICE_POLL_INTERVAL,
             },
         );
-        (device_code, user_code)
+        Some((device_code, user_code))
     }
 
     /// The pending request a user code names.
     pub fn by_user_code(&self, user_code: &str) -> Option<DeviceRequest> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.values()
-            .find(|d| {
-                d.user_code == user_code
-                    && matches!(d.state, DeviceState::Pending)
-                    && d.created.elapsed() < DEVICE_CODE_TTL
-            })
-            .cloned()
+        self.lock().pending_by_user_code(user_code).map(|d| d.clone())
     }
 
     /// The user's decision; false when the code is no longer pending.
     pub fn decide(&self, user_code: &str, decision: DeviceState) -> bool {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map
-            .values_mut()
-            .find(|d| d.user_code == user_code && matches!(d.state, DeviceState::Pending))
-        {
-            Some(d) if d.created.elapsed() < DEVICE_CODE_TTL => {
+        match self.lock().pending_by_user_code(user_code) {
+            Some(d) => {
                 d.state = decision;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// A poll by the client that holds `device_code`.
     pub fn poll(&self, device_code: &str, client_id: &str) -> DevicePoll {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.lock();
         let key = hash_secret(device_code);
-        let Some(d) = map.get_mut(&key) else {
+        let Some(d) = table.requests.get_mut(&key) else {
             return DevicePoll::Unknown;
         };
         if d.client_id != client_id {
             return DevicePoll::Unknown;
         }
         if d.created.elapsed() >= DEVICE_CODE_TTL {
-            map.remove(&key);
+            table.remove(&key);
             return DevicePoll::Expired;
         }
         let now = Instant::now();
@@ -263,11 +349,11 @@ impl Devices {
             }
             DeviceState::Pending => DevicePoll::Pending,
             DeviceState::Denied => {
-                map.remove(&key);
+                table.remove(&key);
                 DevicePoll::Denied
             }
             DeviceState::Approved(approval) => {
-                map.remove(&key);
+                table.remove(&key);
                 DevicePoll::Approved(approval)
             }
         }
@@ -328,23 +414,38 @@ mod tests {
     #[test]
     fn codes_are_one_time() {
         let codes = Codes::default();
-        let code = codes.issue(PendingCode {
+        let pending = PendingCode {
             approval: approval(),
             redirect_uri: "https://x/cb".into(),
             redirect_uri_given: true,
             code_challenge: None,
             code_challenge_method: "S256".into(),
-        });
-        assert!(matches!(codes.take(&code), CodeLookup::Pending(_)));
-        codes.mark_used(&code, "g1");
-        assert!(matches!(codes.take(&code), CodeLookup::Reused(g) if g == "g1"));
-        assert!(matches!(codes.take("nope"), CodeLookup::Unknown));
+        };
+        let code = codes.issue(pending.clone()).unwrap();
+        assert!(
+            matches!(codes.take(&code, "other"), CodeLookup::Unknown),
+            "not another client's"
+        );
+        assert!(matches!(codes.take(&code, "c"), CodeLookup::Pending(_)));
+        assert!(codes.mark_used(&code, "g1"));
+        assert!(matches!(codes.take(&code, "c"), CodeLookup::Reused(Some(g)) if g == "g1"));
+        assert!(
+            matches!(codes.take(&code, "other"), CodeLookup::Unknown),
+            "nor can another client revoke"
+        );
+        assert!(matches!(codes.take("nope", "c"), CodeLookup::Unknown));
+        // Presented again while the first exchange runs: that exchange
+        // learns it, and its grant goes too.
+        let racing = codes.issue(pending).unwrap();
+        assert!(matches!(codes.take(&racing, "c"), CodeLookup::Pending(_)));
+        assert!(matches!(codes.take(&racing, "c"), CodeLookup::Reused(None)));
+        assert!(!codes.mark_used(&racing, "g2"));
     }
 
     #[test]
     fn device_flow_states() {
         let devices = Devices::default();
-        let (device_code, user_code) = devices.start("c", "xmpp");
+        let (device_code, user_code) = devices.start("c", "xmpp").unwrap();
         assert_eq!(user_code.len(), 9);
         assert!(matches!(devices.poll(&device_code, "other"), DevicePoll::Unknown));
         assert!(matches!(devices.poll(&device_code, "c"), DevicePoll::Pending));
@@ -359,6 +460,16 @@ mod tests {
         // request is answered at once.
         assert!(matches!(devices.poll(&device_code, "c"), DevicePoll::Approved(_)));
         assert!(matches!(devices.poll(&device_code, "c"), DevicePoll::Unknown));
+    }
+
+    #[test]
+    fn pending_device_requests_are_bounded_per_client() {
+        let devices = Devices::default();
+        for _ in 0..MAX_PENDING_DEVICES_PER_CLIENT {
+            assert!(devices.start("greedy", "xmpp").is_some());
+        }
+        assert!(devices.start("greedy", "xmpp").is_none());
+        assert!(devices.start("modest", "xmpp").is_some());
     }
 
     #[test]

@@ -115,8 +115,15 @@ fn thumbprint(jwk: &Value) -> String {
 }
 
 impl Keys {
-    /// Loads the stored keys, making the first ones on a new server.
-    pub async fn load_or_create(store: &dyn OAuthStore, now: i64) -> Result<Keys, KeyError> {
+    /// Loads the stored keys, making the first ones on a new server. The
+    /// symmetric key mixes the stored secret with `config_secret` (the
+    /// registration key), so a copy of the database alone cannot forge a
+    /// login cookie.
+    pub async fn load_or_create(
+        store: &dyn OAuthStore,
+        now: i64,
+        config_secret: &[u8],
+    ) -> Result<Keys, KeyError> {
         let mut stored = store.signing_keys().await?;
         if stored.is_empty() {
             let key = generate_signing_key(now)?;
@@ -127,7 +134,11 @@ impl Keys {
         let signing = stored.iter().map(load).collect::<Result<Vec<_>, _>>()?;
         let mut fresh = [0u8; 32];
         ring::rand::SecureRandom::fill(&SystemRandom::new(), &mut fresh).map_err(|_| KeyError::Generate)?;
-        let internal = store.secret(INTERNAL_SECRET, &fresh).await?;
+        let stored_secret = store.secret(INTERNAL_SECRET, &fresh).await?;
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&stored_secret).expect("HMAC takes keys of any length");
+        mac.update(config_secret);
+        let internal = mac.finalize().into_bytes().to_vec();
         Ok(Keys { signing, internal })
     }
 
@@ -221,6 +232,33 @@ mod tests {
         let mut v = Validation::new(Algorithm::ES256);
         v.validate_aud = false;
         assert!(jsonwebtoken::decode::<Value>(&token, &decoding, &v).is_ok());
+    }
+
+    #[tokio::test]
+    async fn keys_persist_and_a_database_copy_alone_cannot_forge_cookies() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = jackdaw_storage::SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = db.stores().oauth;
+        let first = Keys::load_or_create(store.as_ref(), 1, b"registration key")
+            .await
+            .unwrap();
+        let again = Keys::load_or_create(store.as_ref(), 2, b"registration key")
+            .await
+            .unwrap();
+        assert_eq!(first.jwks(), again.jwks(), "the signing key is kept");
+        assert_eq!(first.csrf_token("h", "n"), again.csrf_token("h", "n"));
+        let without_config = Keys::load_or_create(store.as_ref(), 2, b"").await.unwrap();
+        assert_ne!(first.csrf_token("h", "n"), without_config.csrf_token("h", "n"));
+        let sealed = first.seal(
+            "h",
+            "web-session",
+            &json!({"sub": "alice", "exp": 4_000_000_000u64}),
+        );
+        assert!(
+            without_config
+                .open::<Value>("h", "web-session", &sealed)
+                .is_none()
+        );
     }
 
     #[test]

@@ -174,7 +174,8 @@ impl OAuth2 {
     async fn keys(&self) -> Option<Arc<Keys>> {
         self.keys
             .get_or_try_init(|| async {
-                Keys::load_or_create(self.store.as_ref(), unix_now())
+                let config_secret = self.config.oauth2_registration_key.as_deref().unwrap_or_default();
+                Keys::load_or_create(self.store.as_ref(), unix_now(), config_secret.as_bytes())
                     .await
                     .map(Arc::new)
             })
@@ -324,6 +325,24 @@ impl OAuth2 {
         }
     }
 
+    /// Whether the grant's account still exists in the host's backend (a
+    /// web app behind auth_http may have removed it); a grant of a gone
+    /// account is revoked.
+    async fn account_exists(&self, server: &Server, grant: &OAuthGrant) -> Result<bool, AuthError> {
+        let Some(host) = server.host(&self.host) else {
+            return Ok(false);
+        };
+        match host.auth.user_exists(&self.host, &grant.username).await {
+            Ok(true) => Ok(true),
+            Ok(false) | Err(AuthError::NoSuchUser) => {
+                self.revoke_grant(server, &grant.id, &grant.username, "the account no longer exists")
+                    .await;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Revokes a grant and ends the sessions it opened.
     async fn revoke_grant(&self, server: &Server, grant_id: &str, username: &str, why: &str) {
         match self.store.delete_grant(grant_id).await {
@@ -399,7 +418,12 @@ struct Verifier(Arc<OAuth2>);
 
 #[async_trait]
 impl TokenVerifier for Verifier {
-    async fn verify(&self, host: &str, token: &str) -> Result<Result<TokenLogin, TokenRefusal>, AuthError> {
+    async fn verify(
+        &self,
+        server: &Server,
+        host: &str,
+        token: &str,
+    ) -> Result<Result<TokenLogin, TokenRefusal>, AuthError> {
         let oauth = &self.0;
         if host != oauth.host {
             return Ok(Err(TokenRefusal::InvalidToken));
@@ -408,6 +432,10 @@ impl TokenVerifier for Verifier {
             oauth.count("xmpp_login_refused");
             return Ok(Err(TokenRefusal::InvalidToken));
         };
+        if !oauth.account_exists(server, &grant).await? {
+            oauth.count("xmpp_login_refused");
+            return Ok(Err(TokenRefusal::InvalidToken));
+        }
         if !has_scope(&t.scope, SCOPE_XMPP) {
             oauth.count("xmpp_login_refused");
             return Ok(Err(TokenRefusal::InsufficientScope));

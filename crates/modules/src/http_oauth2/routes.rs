@@ -390,11 +390,14 @@ async fn discovery(web: Web) -> Response {
         obj.insert("op_policy_uri".into(), json!(u));
     }
     let mut r = json_response(StatusCode::OK, &doc);
-    // Public and stable: caches may keep it a while.
+    // Public and stable: caches may keep it a while, per Host (which the
+    // issuer comes from when http_external_url is unset).
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
     );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Host"));
     r.headers_mut().remove(header::PRAGMA);
     r
 }
@@ -530,10 +533,16 @@ fn authenticate_client(
             if form.get("client_id").is_some_and(|f| *f != id) {
                 return Err(Box::new(invalid(true)));
             }
-            (id, Some(secret), true)
+            // A public client may send `id:` with no secret (Go's
+            // x/oauth2 tries that first).
+            (id, Some(secret).filter(|s| !s.is_empty()), true)
         }
         None => match form.get("client_id") {
-            Some(id) => (id.clone(), form.get("client_secret").cloned(), false),
+            Some(id) => (
+                id.clone(),
+                form.get("client_secret").filter(|s| !s.is_empty()).cloned(),
+                false,
+            ),
             None => {
                 return Err(Box::new(oauth_error(
                     StatusCode::UNAUTHORIZED,
@@ -689,6 +698,13 @@ async fn authorize(web: Web, uri: Uri) -> Response {
     let issuer = web.issuer();
     let response_type = q.get("response_type").map(String::as_str).unwrap_or("");
     let fragment = response_type == "token";
+    if fragment && redirect_uri == OOB_URI {
+        // The token would be shown in a Location header nobody follows.
+        return web.error_page(
+            StatusCode::BAD_REQUEST,
+            "The implicit flow cannot be used with an out-of-band redirect.",
+        );
+    }
     let fail = |error: &str, description: &str| -> Response {
         if redirect_uri == OOB_URI {
             return web.error_page(StatusCode::BAD_REQUEST, description);
@@ -759,11 +775,10 @@ async fn authorize(web: Web, uri: Uri) -> Response {
         .map(|p| p.split_ascii_whitespace().collect())
         .unwrap_or_default();
     if prompts.contains(&"none") {
-        // Consent is always asked here, so nothing can happen silently.
-        return match session.sub {
-            Some(_) => fail("consent_required", "this server always asks the user"),
-            None => fail("login_required", "the user is not signed in"),
-        };
+        // Consent is always asked here, so nothing can happen silently;
+        // the same answer whether or not the user is signed in, which a
+        // site must not learn this way.
+        return fail("interaction_required", "this server always asks the user");
     }
     let too_old = q
         .get("max_age")
@@ -771,10 +786,10 @@ async fn authorize(web: Web, uri: Uri) -> Response {
         .is_some_and(|max_age| unix_now() - session.auth_time > max_age);
     let must_sign_in = prompts.contains(&"login") || too_old;
     let Some(user) = session.sub.clone().filter(|_| !must_sign_in) else {
-        // Back to this request after the login, without `prompt=login`
-        // (which would ask again, for ever).
+        // Back to this request after the login, without `prompt=login` or
+        // `max_age` (which would ask again, for ever).
         let again: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(q.iter().filter(|(k, _)| *k != "prompt"))
+            .extend_pairs(q.iter().filter(|(k, _)| *k != "prompt" && *k != "max_age"))
             .finish();
         let next = format!("{}{}?{again}", web.base_path(), uri.path());
         return with_cookie(
@@ -956,6 +971,14 @@ async fn logout(web: Web, body: Bytes) -> Response {
 }
 
 async fn consent(web: Web, body: Bytes) -> Response {
+    // Each answer may make a code: a signed-in user cannot make them
+    // faster than a client could exchange them.
+    if web.oauth.limiter.check(web.transport.addr.ip()).is_err() {
+        return web.error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests. Wait a minute, then try again.",
+        );
+    }
     let (keys, session, form) = match posted_form(&web, &body).await {
         Ok(x) => x,
         Err(r) => return *r,
@@ -1068,13 +1091,19 @@ async fn consent(web: Web, body: Bytes) -> Response {
                     &issuer,
                 );
             }
-            let code = web.oauth.codes.issue(PendingCode {
+            let Some(code) = web.oauth.codes.issue(PendingCode {
                 approval,
                 redirect_uri: request.redirect_uri.clone(),
                 redirect_uri_given: request.redirect_uri_given,
                 code_challenge: request.code_challenge.clone(),
                 code_challenge_method: request.code_challenge_method.clone(),
-            });
+            }) else {
+                warn!("too many authorization codes pending: refusing new ones");
+                return web.error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server is busy. Try again in a minute.",
+                );
+            };
             info!(user = %request.user, client = %client.client_name, "authorization code issued");
             if request.redirect_uri == OOB_URI {
                 return web.page(
@@ -1147,6 +1176,14 @@ async fn token(web: Web, body: Bytes) -> Response {
     }
 }
 
+async fn revoke_grant_by_id(web: &Web, grant_id: &str, why: &str) {
+    if let Ok(Some(grant)) = web.oauth.store.grant(grant_id).await {
+        web.oauth
+            .revoke_grant(&web.server, &grant.id, &grant.username, why)
+            .await;
+    }
+}
+
 async fn code_grant(
     web: &Web,
     form: &HashMap<String, String>,
@@ -1156,28 +1193,20 @@ async fn code_grant(
     let Some(code) = form.get("code") else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code is missing");
     };
-    let pending = match web.oauth.codes.take(code) {
+    let pending = match web.oauth.codes.take(code, client_id) {
         CodeLookup::Pending(p) => p,
         CodeLookup::Unknown => return invalid_grant("unknown or expired code"),
         CodeLookup::Reused(grant_id) => {
             warn!(remote = %web.transport.addr, client = %client.client_name, "authorization code presented twice: revoking what it granted");
             web.oauth.count("code_reused");
-            if let Ok(Some(grant)) = web.oauth.store.grant(&grant_id).await {
-                web.oauth
-                    .revoke_grant(
-                        &web.server,
-                        &grant.id,
-                        &grant.username,
-                        "authorization code reused",
-                    )
-                    .await;
+            // While the first exchange is still running there is no grant
+            // yet: that exchange sees the reuse and revokes its own.
+            if let Some(grant_id) = grant_id {
+                revoke_grant_by_id(web, &grant_id, "authorization code reused").await;
             }
             return invalid_grant("this code was already used; the tokens issued from it are revoked");
         }
     };
-    if pending.approval.client_id != client_id {
-        return invalid_grant("the code was issued to another client");
-    }
     let redirect_ok = match form.get("redirect_uri") {
         Some(given) => *given == pending.redirect_uri,
         None => !pending.redirect_uri_given,
@@ -1205,8 +1234,12 @@ async fn code_grant(
         .await
     {
         Some(tokens) => {
-            web.oauth.codes.mark_used(code, &tokens.grant_id);
-            token_response(&tokens)
+            if web.oauth.codes.mark_used(code, &tokens.grant_id) {
+                token_response(&tokens)
+            } else {
+                revoke_grant_by_id(web, &tokens.grant_id, "authorization code reused").await;
+                invalid_grant("this code was used twice; the tokens issued from it are revoked")
+            }
         }
         None => oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1247,6 +1280,17 @@ async fn refresh_grant(web: &Web, form: &HashMap<String, String>, client_id: &st
     if old.used {
         return refresh_reused(web, &grant.id, &grant.username).await;
     }
+    match web.oauth.account_exists(&web.server, &grant).await {
+        Ok(true) => {}
+        Ok(false) => return invalid_grant("the account no longer exists"),
+        Err(_) => {
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again later",
+            );
+        }
+    }
     let scope = match form.get("scope") {
         Some(asked) => {
             if asked.split_ascii_whitespace().any(|s| !has_scope(&old.scope, s)) {
@@ -1260,6 +1304,12 @@ async fn refresh_grant(web: &Web, form: &HashMap<String, String>, client_id: &st
         }
         None => old.scope.clone(),
     };
+    // A role the user lost since (no longer in `admins`) goes with it.
+    let scope: String = scope
+        .split_ascii_whitespace()
+        .filter(|s| *s != "jackdaw:admin" || web.oauth.is_admin(&grant.username))
+        .collect::<Vec<_>>()
+        .join(" ");
     let now = unix_now();
     let (stored, issued) = web.oauth.new_tokens(&grant.id, &scope, true, now);
     match web.oauth.store.rotate_refresh(&hash, &stored, now).await {
@@ -1570,7 +1620,14 @@ async fn device_authorization(web: Web, body: Bytes) -> Response {
             "no requested scope is available",
         );
     }
-    let (device_code, user_code) = web.oauth.devices.start(&client_id, &scope);
+    let Some((device_code, user_code)) = web.oauth.devices.start(&client_id, &scope) else {
+        warn!(client = %client.client_name, "too many device authorizations pending: refusing new ones");
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many device authorizations are pending; try again later",
+        );
+    };
     info!(client = %client.client_name, "device authorization started");
     let verification_uri = web.endpoint("/oauth2/device");
     let complete = format!(
