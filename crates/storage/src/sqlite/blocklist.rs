@@ -67,23 +67,3 @@ impl BlocklistStore for SqliteStore {
         .await
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::super::test_support::temp_store;
-    use super::*;
-
-    #[tokio::test]
-    async fn block_unblock_and_unblock_all() {
-        let (_dir, store) = temp_store();
-        store
-            .block("a@x", &["b@x".into(), "evil.example".into(), "b@x".into()])
-            .await
-            .unwrap();
-        assert_eq!(store.blocked("a@x").await.unwrap(), ["b@x", "evil.example"]);
-        store.unblock("a@x", Some(&["b@x".into()])).await.unwrap();
-        assert_eq!(store.blocked("a@x").await.unwrap(), ["evil.example"]);
-        store.unblock("a@x", None).await.unwrap();
-        assert!(store.blocked("a@x").await.unwrap().is_empty());
-    }
-}

@@ -55,30 +55,3 @@ impl MucStore for SqliteStore {
         .await
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use jackdaw_core::storage::MucStore;
-
-    use crate::SqliteStore;
-
-    #[tokio::test]
-    async fn rooms_are_saved_replaced_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        store.save_room("rooms.x", "a", "{\"v\":1}").await.unwrap();
-        store.save_room("rooms.x", "a", "{\"v\":2}").await.unwrap();
-        store.save_room("rooms.x", "b", "{}").await.unwrap();
-        store.save_room("other.x", "c", "{}").await.unwrap();
-        let rooms = store.rooms("rooms.x").await.unwrap();
-        assert_eq!(
-            rooms,
-            vec![("a".into(), "{\"v\":2}".into()), ("b".into(), "{}".into())]
-        );
-        store.delete_room("rooms.x", "a").await.unwrap();
-        assert_eq!(store.rooms("rooms.x").await.unwrap().len(), 1);
-        drop(store);
-        let reopened = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
-        assert_eq!(reopened.rooms("rooms.x").await.unwrap().len(), 1);
-    }
-}
