@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use jackdaw_core::auth::Authenticator;
 use jackdaw_core::auth::internal::InternalAuthenticator;
-use jackdaw_core::config::{Config, SqlConfig, StorageChoice};
+use jackdaw_core::config::{Config, StorageChoice};
 use jackdaw_core::metrics::Metrics;
 use jackdaw_core::storage::Stores;
 use jackdaw_modules::auth_http::HttpAuthenticator;
+#[cfg(feature = "postgres")]
 use jackdaw_storage::postgres::{DEFAULT_POOL_SIZE, PgConfig, PgTls, describe};
-use jackdaw_storage::{Database, PostgresStore, SqliteStore};
+use jackdaw_storage::{Database, SqliteStore};
 
 pub struct Backends {
     pub db: Database,
@@ -22,7 +23,8 @@ pub struct Backends {
 }
 
 /// The connection options of `sql` (driver "PostgreSQL").
-fn pg_config(sql: &SqlConfig) -> PgConfig {
+#[cfg(feature = "postgres")]
+fn pg_config(sql: &jackdaw_core::config::SqlConfig) -> PgConfig {
     let mut c = PgConfig::new();
     c.host(sql.host.as_deref().unwrap_or("localhost"));
     c.port(sql.port.unwrap_or(5432));
@@ -46,6 +48,11 @@ pub async fn open(config: &Config) -> Result<Backends> {
         StorageChoice::Sqlite(path) => Database::Sqlite(
             SqliteStore::open(&path).with_context(|| format!("opening the database {}", path.display()))?,
         ),
+        #[cfg(not(feature = "postgres"))]
+        StorageChoice::Postgres(_) => {
+            bail!("storage = \"sql\" with PostgreSQL: this jackdaw was built without the postgres feature")
+        }
+        #[cfg(feature = "postgres")]
         StorageChoice::Postgres(sql) => {
             let pg = pg_config(sql);
             let target = describe(&pg);
@@ -56,9 +63,13 @@ pub async fn open(config: &Config) -> Result<Backends> {
             } else {
                 PgTls::Off
             };
-            let store = PostgresStore::connect_with(pg, sql.pool_size.unwrap_or(DEFAULT_POOL_SIZE), &tls)
-                .await
-                .with_context(|| format!("opening the PostgreSQL database {target} (option sql)"))?;
+            let store = jackdaw_storage::PostgresStore::connect_with(
+                pg,
+                sql.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
+                &tls,
+            )
+            .await
+            .with_context(|| format!("opening the PostgreSQL database {target} (option sql)"))?;
             tracing::info!(%target, tls = sql.ssl, "storage: PostgreSQL");
             Database::Postgres(store)
         }

@@ -7,9 +7,11 @@
 //! (the server's `wiring` picks it from the config), keep it as a
 //! [`Database`] and hand [`Database::stores`] to the server.
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -20,6 +22,7 @@ use jackdaw_core::storage::{StorageResult, Stores};
 #[derive(Debug, Clone)]
 pub enum Database {
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(PostgresStore),
 }
 
@@ -27,6 +30,7 @@ impl Database {
     pub fn stores(&self) -> Stores {
         match self {
             Database::Sqlite(db) => db.stores(),
+            #[cfg(feature = "postgres")]
             Database::Postgres(db) => db.stores(),
         }
     }
@@ -36,6 +40,7 @@ impl Database {
     pub async fn checkpoint(&self) -> StorageResult<()> {
         match self {
             Database::Sqlite(db) => db.checkpoint().await,
+            #[cfg(feature = "postgres")]
             Database::Postgres(_) => Ok(()),
         }
     }
