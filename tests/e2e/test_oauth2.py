@@ -249,9 +249,14 @@ def test_discovery_documents_describe_the_enabled_features(provider: Provider) -
 
     jwks = provider.jwks()
     assert jwks["keys"], jwks
+    assert {key["alg"] for key in jwks["keys"]} == {"ES256", "RS256"}, jwks
     for key in jwks["keys"]:
-        assert key["kty"] == "EC" and key["crv"] == "P-256", key
-        assert "d" not in key, f"the JWKS publishes a private key: {key}"
+        if key["alg"] == "ES256":
+            assert key["kty"] == "EC" and key["crv"] == "P-256", key
+        else:
+            assert key["kty"] == "RSA" and key["n"] and key["e"], key
+        # No private parts: EC "d", RSA "d", "p", "q", "dp", "dq", "qi".
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key), f"the JWKS publishes a private key: {key}"
 
 
 def test_discovery_with_password_grant_and_implicit_flow_enabled(make_provider: Callable[..., Provider]) -> None:
@@ -1433,9 +1438,9 @@ def test_signing_key_rotation(provider: Provider, browser: Browser) -> None:
     server.start()
     provider = Provider(server)
     keys = provider.jwks()["keys"]
-    assert len(keys) == 2, keys
+    assert len(keys) == 4, keys  # an ES256 and an RS256 key, each old and new
     kids = [key.get("kid") for key in keys]
-    assert all(kids) and len(set(kids)) == 2, f"several keys need distinct kids (RFC 7517 §4.5): {keys}"
+    assert all(kids) and len(set(kids)) == 4, f"several keys need distinct kids (RFC 7517 §4.5): {keys}"
     second = code_flow(provider, provider.browser(), client, "openid xmpp").token["id_token"]
     new_claims = provider.verify_id_token(second, client.client_id)
     assert new_claims.header["kid"] != old_claims.header.get("kid"), (old_claims.header, new_claims.header)

@@ -52,10 +52,11 @@ def password_tokens(server, client: tuple[str, str], scope: str = "openid xmpp",
     return r.json()
 
 
-def jwks_kids(server) -> list[str]:
+def jwks_kids(server, alg: str = "ES256") -> list[str]:
+    """The published keys of one algorithm, oldest first."""
     r = requests.get(base_url(server) + "/oauth2/jwks", timeout=10)
     assert r.status_code == 200
-    return [k["kid"] for k in r.json()["keys"]]
+    return [k["kid"] for k in r.json()["keys"] if k["alg"] == alg]
 
 
 def header_kid(jwt: str) -> str:
@@ -89,9 +90,9 @@ def test_signing_key_survives_restart_and_rotates_with_the_cli(make_server):
     server.stop()
     rotated = server.cli("oauth2", "rotate-key")
     assert rotated.returncode == 0, rotated.stderr
-    assert "added signing key" in rotated.stdout
+    assert "added ES256 signing key" in rotated.stdout and "added RS256 signing key" in rotated.stdout
     listed = server.cli("oauth2", "list-keys")
-    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 2, listed.stdout
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 4, listed.stdout
     server.start()
     kids = jwks_kids(server)
     assert len(kids) == 2 and kids[0] == first[0], kids
@@ -168,3 +169,44 @@ def test_registrations_are_bounded_in_size(make_server):
     ):
         r = requests.post(base_url(server) + "/oauth2/register", json={**base, **extra}, timeout=10)
         assert r.status_code == 400 and r.json()["error"] == "invalid_client_metadata", (extra, r.text)
+
+
+def test_rs256_id_tokens_for_clients_that_ask(make_server):
+    """OpenID Connect Registration: a client registered with
+    id_token_signed_response_alg = RS256 gets RS256 id_tokens, verifiable
+    with the RSA key in the JWKS; discovery lists both algorithms."""
+    server = make_server(host_options=HOST_OPTIONS)
+    meta = requests.get(base_url(server) + "/.well-known/openid-configuration", timeout=10).json()
+    assert meta["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
+    r = requests.post(
+        base_url(server) + "/oauth2/register",
+        json={
+            "client_name": "RSA",
+            "client_uri": "https://app.example.com/",
+            "redirect_uris": ["https://app.example.com/cb"],
+            "grant_types": ["password"],
+            "id_token_signed_response_alg": "RS256",
+        },
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    client = (r.json()["client_id"], r.json()["client_secret"])
+    id_token = password_tokens(server, client)["id_token"]
+    assert header_kid(id_token) == jwks_kids(server, "RS256")[0]
+    from authlib.jose import JsonWebKey, jwt
+
+    keys = JsonWebKey.import_key_set(requests.get(base_url(server) + "/oauth2/jwks", timeout=10).json())
+    claims = jwt.decode(id_token, keys)
+    claims.validate()
+    assert claims["sub"] == "xmpp:alice@localhost" and claims["aud"] == client[0]
+    bad = requests.post(
+        base_url(server) + "/oauth2/register",
+        json={
+            "client_name": "None",
+            "client_uri": "https://app.example.com/",
+            "redirect_uris": ["https://app.example.com/cb"],
+            "id_token_signed_response_alg": "none",
+        },
+        timeout=10,
+    )
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata"

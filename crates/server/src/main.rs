@@ -169,14 +169,25 @@ async fn oauth2_keys(cmd: Oauth2Command, backends: &wiring::Backends) -> Result<
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     if let Oauth2Command::RotateKey = cmd {
-        let key = jackdaw_modules::http_oauth2::keys::generate_signing_key(now)?;
-        store.add_signing_key(&key).await?;
-        println!("added signing key {} (signs from the next start)", key.kid);
-        let keys = store.signing_keys().await?;
-        for pair in keys.windows(2) {
-            if pair[1].created_at + SUPERSEDED_KEY_GRACE <= now {
-                store.delete_signing_key(&pair[0].kid).await?;
-                println!("removed signing key {} (superseded)", pair[0].kid);
+        use jackdaw_modules::http_oauth2::keys;
+        for algorithm in keys::ALGORITHMS {
+            let key = keys::generate_signing_key(algorithm, now)?;
+            store.add_signing_key(&key).await?;
+            println!(
+                "added {algorithm} signing key {} (signs from the next start)",
+                key.kid
+            );
+            let of_algorithm: Vec<_> = store
+                .signing_keys()
+                .await?
+                .into_iter()
+                .filter(|k| k.algorithm == algorithm)
+                .collect();
+            for pair in of_algorithm.windows(2) {
+                if pair[1].created_at + SUPERSEDED_KEY_GRACE <= now {
+                    store.delete_signing_key(&pair[0].kid).await?;
+                    println!("removed signing key {} (superseded)", pair[0].kid);
+                }
             }
         }
     }

@@ -995,14 +995,28 @@ impl Connection {
                     (Some(h), Some(sm)) => sm.acknowledge(h),
                     _ => false,
                 };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(self
+                if !ok {
+                    return Err(self
                         .stream_error(StreamError::UndefinedCondition(
                             "the acknowledgement counts stanzas that were never sent".into(),
                         ))
-                        .await)
+                        .await);
+                }
+                // Stanzas sent after our request are still unacknowledged:
+                // ask again, or they would wait for the next stanza (and an
+                // asleep client would never be noticed).
+                let max = self.server.config.global.smacks_max_unacked_stanzas;
+                let ask_again = self.sm.as_mut().is_some_and(|sm| {
+                    let again = sm.ack_requested.is_none() && sm.unacked.len() > max;
+                    if again {
+                        sm.ack_requested = Some(Instant::now());
+                    }
+                    again
+                });
+                if ask_again {
+                    self.write(&format!("<r xmlns='{}'/>", ns::SM)).await
+                } else {
+                    Ok(())
                 }
             }
             _ => self.write(&sm_failed("unexpected-request", None)).await,

@@ -47,6 +47,10 @@ pub struct ClientMetadata {
     pub software_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
+    /// OpenID Connect Registration: how id_tokens for this client are
+    /// signed (ES256 unless it asks for RS256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 impl ClientMetadata {
@@ -363,6 +367,15 @@ pub fn validate(request: &Value, config: &Config) -> Result<ClientMetadata, Regi
         ));
     }
     let contacts = string_list(obj, "contacts")?.unwrap_or_default();
+    let id_token_signed_response_alg = string_field(obj, "id_token_signed_response_alg")?;
+    if id_token_signed_response_alg
+        .as_deref()
+        .is_some_and(|alg| !super::keys::ALGORITHMS.contains(&alg))
+    {
+        return Err(invalid_metadata(
+            "id_token_signed_response_alg must be ES256 or RS256",
+        ));
+    }
     Ok(ClientMetadata {
         client_name,
         client_uri: client_uri_text,
@@ -378,6 +391,7 @@ pub fn validate(request: &Value, config: &Config) -> Result<ClientMetadata, Regi
         contacts,
         software_id: string_field(obj, "software_id")?,
         software_version: string_field(obj, "software_version")?,
+        id_token_signed_response_alg,
     })
 }
 
@@ -572,6 +586,8 @@ mod tests {
             "code response type without the code grant"
         );
         assert!(validate(&json!([1]), &config()).is_err());
+        assert!(with("id_token_signed_response_alg", json!("RS256")).is_ok());
+        assert!(with("id_token_signed_response_alg", json!("none")).is_err());
         assert!(
             with("client_name", json!("App\u{1b}[31m")).is_err(),
             "control characters"

@@ -15,7 +15,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+/// The default id_token algorithm (ECDSA P-256).
 pub const ALGORITHM: &str = "ES256";
+/// Also offered: OpenID Connect Discovery says RS256 must be, and it is
+/// what a client that registers no `id_token_signed_response_alg` may
+/// expect.
+pub const RSA_ALGORITHM: &str = "RS256";
+/// Every algorithm id_tokens can be signed with, default first.
+pub const ALGORITHMS: [&str; 2] = [ALGORITHM, RSA_ALGORITHM];
+const RSA_BITS: usize = 2048;
 /// The name of the symmetric secret in `OAuthStore::secret`.
 const INTERNAL_SECRET: &str = "http_oauth2.internal";
 
@@ -30,64 +38,99 @@ pub enum KeyError {
 }
 
 /// One public key as published, and the private one to sign with.
-struct EcKey {
+struct LoadedKey {
     kid: String,
+    algorithm: Algorithm,
     encoding: EncodingKey,
     jwk: Value,
 }
 
 /// The keys of one server, loaded once.
 pub struct Keys {
-    /// Newest last; the newest signs.
-    signing: Vec<EcKey>,
+    /// Newest last; the newest of an algorithm signs.
+    signing: Vec<LoadedKey>,
     internal: Vec<u8>,
 }
 
-/// A new ES256 key with its RFC 7638 thumbprint as kid.
-pub fn generate_signing_key(now: i64) -> Result<SigningKey, KeyError> {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| KeyError::Generate)?;
-    let der = pkcs8.as_ref().to_vec();
-    let key = load(&SigningKey {
+/// A new signing key for `algorithm` (ES256 or RS256), its kid the RFC
+/// 7638 thumbprint.
+pub fn generate_signing_key(algorithm: &str, now: i64) -> Result<SigningKey, KeyError> {
+    let private_key = match algorithm {
+        ALGORITHM => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| KeyError::Generate)?
+            .as_ref()
+            .to_vec(),
+        RSA_ALGORITHM => {
+            // ring signs RSA but cannot make keys; the rsa crate only
+            // generates here (signing, the timing-sensitive part, is ring's).
+            use rsa::pkcs1::EncodeRsaPrivateKey;
+            rsa::RsaPrivateKey::new(&mut rand::thread_rng(), RSA_BITS)
+                .map_err(|_| KeyError::Generate)?
+                .to_pkcs1_der()
+                .map_err(|_| KeyError::Generate)?
+                .as_bytes()
+                .to_vec()
+        }
+        _ => return Err(KeyError::Generate),
+    };
+    let mut key = SigningKey {
         kid: String::new(),
-        algorithm: ALGORITHM.into(),
-        private_key: der.clone(),
+        algorithm: algorithm.into(),
+        private_key,
         created_at: now,
-    })?;
-    Ok(SigningKey {
-        kid: thumbprint(&key.jwk),
-        algorithm: ALGORITHM.into(),
-        private_key: der,
-        created_at: now,
-    })
+    };
+    key.kid = load(&key)?.kid;
+    Ok(key)
 }
 
-fn load(stored: &SigningKey) -> Result<EcKey, KeyError> {
+/// ES256 keys are PKCS#8, RS256 keys PKCS#1 (what ring reads for each).
+fn load(stored: &SigningKey) -> Result<LoadedKey, KeyError> {
     let bad = |reason: &str| KeyError::BadKey {
         kid: stored.kid.clone(),
         reason: reason.into(),
     };
-    if stored.algorithm != ALGORITHM {
-        return Err(bad("not an ES256 key"));
-    }
-    let pair = EcdsaKeyPair::from_pkcs8(
-        &ECDSA_P256_SHA256_FIXED_SIGNING,
-        &stored.private_key,
-        &SystemRandom::new(),
-    )
-    .map_err(|_| bad("not a P-256 PKCS#8 key"))?;
-    // The public key is the uncompressed point 0x04 || x || y.
-    let point = pair.public_key().as_ref();
-    if point.len() != 65 {
-        return Err(bad("unexpected public key length"));
-    }
-    let jwk = json!({
-        "kty": "EC",
-        "crv": "P-256",
-        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-    });
+    let (algorithm, encoding, jwk) = match stored.algorithm.as_str() {
+        ALGORITHM => {
+            let pair = EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &stored.private_key,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| bad("not a P-256 PKCS#8 key"))?;
+            // The public key is the uncompressed point 0x04 || x || y.
+            let point = pair.public_key().as_ref();
+            if point.len() != 65 {
+                return Err(bad("unexpected public key length"));
+            }
+            let jwk = json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+            });
+            (
+                Algorithm::ES256,
+                EncodingKey::from_ec_der(&stored.private_key),
+                jwk,
+            )
+        }
+        RSA_ALGORITHM => {
+            let pair = ring::rsa::KeyPair::from_der(&stored.private_key)
+                .map_err(|_| bad("not an RSA PKCS#1 key"))?;
+            let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+            let jwk = json!({
+                "kty": "RSA",
+                "n": URL_SAFE_NO_PAD.encode(&public.n),
+                "e": URL_SAFE_NO_PAD.encode(&public.e),
+            });
+            (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_der(&stored.private_key),
+                jwk,
+            )
+        }
+        other => return Err(bad(&format!("unknown algorithm {other}"))),
+    };
     let kid = if stored.kid.is_empty() {
         thumbprint(&jwk)
     } else {
@@ -96,21 +139,27 @@ fn load(stored: &SigningKey) -> Result<EcKey, KeyError> {
     let mut jwk = jwk;
     jwk["kid"] = json!(kid);
     jwk["use"] = json!("sig");
-    jwk["alg"] = json!(ALGORITHM);
-    Ok(EcKey {
+    jwk["alg"] = json!(stored.algorithm);
+    Ok(LoadedKey {
         kid,
-        encoding: EncodingKey::from_ec_der(&stored.private_key),
+        algorithm,
+        encoding,
         jwk,
     })
 }
 
 /// RFC 7638: SHA-256 of the required members in lexicographic order.
 fn thumbprint(jwk: &Value) -> String {
-    let canonical = format!(
-        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-        jwk["x"].as_str().unwrap_or_default(),
-        jwk["y"].as_str().unwrap_or_default()
-    );
+    let field = |name: &str| jwk[name].as_str().unwrap_or_default().to_string();
+    let canonical = if jwk["kty"] == "RSA" {
+        format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, field("e"), field("n"))
+    } else {
+        format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            field("x"),
+            field("y")
+        )
+    };
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
@@ -125,11 +174,19 @@ impl Keys {
         config_secret: &[u8],
     ) -> Result<Keys, KeyError> {
         let mut stored = store.signing_keys().await?;
-        if stored.is_empty() {
-            let key = generate_signing_key(now)?;
-            store.add_signing_key(&key).await?;
-            tracing::info!(kid = %key.kid, "generated the OAuth id_token signing key");
-            stored.push(key);
+        // One key per algorithm at least (a server from before RS256 gets
+        // its RSA key at the next start).
+        for algorithm in ALGORITHMS {
+            if !stored.iter().any(|k| k.algorithm == algorithm) {
+                // RSA key generation takes a CPU for a while: not on the
+                // runtime's threads.
+                let key = tokio::task::spawn_blocking(move || generate_signing_key(algorithm, now))
+                    .await
+                    .map_err(|_| KeyError::Generate)??;
+                store.add_signing_key(&key).await?;
+                tracing::info!(kid = %key.kid, algorithm, "generated an OAuth id_token signing key");
+                stored.push(key);
+            }
         }
         let signing = stored.iter().map(load).collect::<Result<Vec<_>, _>>()?;
         let mut fresh = [0u8; 32];
@@ -146,10 +203,10 @@ impl Keys {
         json!({ "keys": self.signing.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
     }
 
-    /// Signs claims as a JWS with the current ES256 key (id_tokens).
-    pub fn sign(&self, claims: &impl Serialize) -> Option<String> {
-        let key = self.signing.last()?;
-        let mut header = Header::new(Algorithm::ES256);
+    /// Signs claims as a JWS with the newest key of `algorithm` (id_tokens).
+    pub fn sign(&self, algorithm: &str, claims: &impl Serialize) -> Option<String> {
+        let key = self.signing.iter().rev().find(|k| k.jwk["alg"] == algorithm)?;
+        let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding)
             .map_err(|e| tracing::error!(error = %e, "cannot sign an id_token"))
@@ -212,26 +269,38 @@ mod tests {
 
     #[test]
     fn generated_keys_load_and_sign() {
-        let stored = generate_signing_key(1).unwrap();
-        let key = load(&stored).unwrap();
-        assert_eq!(key.kid, stored.kid);
-        assert_eq!(key.jwk["kid"], json!(stored.kid));
-        assert_eq!(key.jwk["crv"], "P-256");
+        let ec = generate_signing_key(ALGORITHM, 1).unwrap();
+        let rsa = generate_signing_key(RSA_ALGORITHM, 1).unwrap();
         let keys = Keys {
-            signing: vec![key],
+            signing: vec![load(&ec).unwrap(), load(&rsa).unwrap()],
             internal: vec![7; 32],
         };
-        let token = keys.sign(&json!({"sub": "x", "exp": 4_000_000_000u64})).unwrap();
-        let header = jsonwebtoken::decode_header(&token).unwrap();
+        let claims = json!({"sub": "x", "exp": 4_000_000_000u64});
+        let jwks = keys.jwks();
+        assert_eq!(jwks["keys"][0]["crv"], "P-256");
+        assert_eq!(jwks["keys"][1]["kty"], "RSA");
+        // Each verifies with what the JWKS publishes.
+        let es = keys.sign(ALGORITHM, &claims).unwrap();
+        let header = jsonwebtoken::decode_header(&es).unwrap();
         assert_eq!(header.alg, Algorithm::ES256);
-        assert_eq!(header.kid.as_deref(), Some(stored.kid.as_str()));
-        // Verifies with the published x/y.
-        let jwk = &keys.jwks()["keys"][0];
+        assert_eq!(header.kid.as_deref(), Some(ec.kid.as_str()));
+        let jwk = &jwks["keys"][0];
         let decoding =
             DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap();
         let mut v = Validation::new(Algorithm::ES256);
         v.validate_aud = false;
-        assert!(jsonwebtoken::decode::<Value>(&token, &decoding, &v).is_ok());
+        assert!(jsonwebtoken::decode::<Value>(&es, &decoding, &v).is_ok());
+        let rs = keys.sign(RSA_ALGORITHM, &claims).unwrap();
+        let header = jsonwebtoken::decode_header(&rs).unwrap();
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.kid.as_deref(), Some(rsa.kid.as_str()));
+        let jwk = &jwks["keys"][1];
+        let decoding =
+            DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap()).unwrap();
+        let mut v = Validation::new(Algorithm::RS256);
+        v.validate_aud = false;
+        assert!(jsonwebtoken::decode::<Value>(&rs, &decoding, &v).is_ok());
+        assert!(keys.sign("HS256", &claims).is_none());
     }
 
     #[tokio::test]
@@ -276,6 +345,6 @@ mod tests {
         let csrf = keys.csrf_token("h", "n1");
         assert!(keys.csrf_matches("h", "n1", &csrf));
         assert!(!keys.csrf_matches("h", "n2", &csrf));
-        assert!(keys.sign(&json!({})).is_none(), "no signing key");
+        assert!(keys.sign(ALGORITHM, &json!({})).is_none(), "no signing key");
     }
 }

@@ -250,7 +250,11 @@ impl OAuth2 {
             return None;
         }
         if has_scope(&approval.scope, "openid") {
-            issued.id_token = self.id_token(approval, issuer, now).await;
+            let algorithm = client
+                .id_token_signed_response_alg
+                .as_deref()
+                .unwrap_or(keys::ALGORITHM);
+            issued.id_token = self.id_token(approval, algorithm, issuer, now).await;
         }
         self.count("grant_issued");
         info!(user = %approval.user, client = %client.client_name, scope = %approval.scope, grant = %grant.id, "OAuth grant issued");
@@ -300,20 +304,23 @@ impl OAuth2 {
         (stored, issued)
     }
 
-    async fn id_token(&self, approval: &Approval, issuer: &str, now: i64) -> Option<String> {
+    async fn id_token(&self, approval: &Approval, algorithm: &str, issuer: &str, now: i64) -> Option<String> {
         let keys = self.keys().await?;
         let profile = has_scope(&approval.scope, "profile");
-        keys.sign(&IdTokenClaims {
-            iss: issuer,
-            sub: format!("xmpp:{}", self.account(&approval.user)),
-            aud: &approval.client_id,
-            iat: now,
-            exp: now + self.config.oauth2_access_token_ttl as i64,
-            auth_time: approval.auth_time,
-            nonce: approval.nonce.as_deref(),
-            preferred_username: profile.then_some(approval.user.as_str()),
-            name: profile.then_some(approval.user.as_str()),
-        })
+        keys.sign(
+            algorithm,
+            &IdTokenClaims {
+                iss: issuer,
+                sub: format!("xmpp:{}", self.account(&approval.user)),
+                aud: &approval.client_id,
+                iat: now,
+                exp: now + self.config.oauth2_access_token_ttl as i64,
+                auth_time: approval.auth_time,
+                nonce: approval.nonce.as_deref(),
+                preferred_username: profile.then_some(approval.user.as_str()),
+                name: profile.then_some(approval.user.as_str()),
+            },
+        )
     }
 
     /// An unexpired access token's record and grant.
@@ -401,14 +408,17 @@ fn token_id(hash: &str) -> String {
     hash[..16.min(hash.len())].to_string()
 }
 
-/// Makes (on a new server) or loads the keys at start, so the JWKS is
-/// there before the first request and a broken key shows in the log at once.
+/// Makes (on a new server) or loads the keys as the server starts, so a
+/// broken key shows in the log at once; in the background, as making an
+/// RSA key takes a while and listeners need not wait for it (the first
+/// request that needs the keys does).
 struct LoadKeys(Arc<OAuth2>);
 
 #[async_trait]
 impl Hook for LoadKeys {
     async fn handle(&self, _server: &Server, _event: &Event<'_>) -> Handled {
-        self.0.keys().await;
+        let oauth = self.0.clone();
+        tokio::spawn(async move { oauth.keys().await });
         Handled::No
     }
 }

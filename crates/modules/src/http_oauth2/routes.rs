@@ -30,7 +30,7 @@ use super::flows::{
     Approval, CodeLookup, DEVICE_CODE_TTL, DEVICE_POLL_INTERVAL, DevicePoll, DeviceState, PendingCode,
     hash_secret, normalize_user_code,
 };
-use super::keys::{ALGORITHM, Keys};
+use super::keys::{ALGORITHMS, Keys};
 use super::pages::WebSession;
 use super::{IssuedTokens, KNOWN_SCOPES, OAuth2, has_scope, unix_now};
 
@@ -367,7 +367,7 @@ async fn discovery(web: Web) -> Response {
         "code_challenge_methods_supported": c.allowed_oauth2_code_challenge_methods,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "id_token_signing_alg_values_supported": ALGORITHMS,
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "preferred_username", "name"],
     });
     let obj = doc.as_object_mut().expect("a JSON object");
