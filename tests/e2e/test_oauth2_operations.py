@@ -210,3 +210,37 @@ def test_rs256_id_tokens_for_clients_that_ask(make_server):
         timeout=10,
     )
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata"
+
+
+def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_server):
+    """A grant revoked after OAUTHBEARER succeeded but before the resource
+    was bound found no session to close; the bind now checks again."""
+    from harness.raw import RawStream, StreamClosed
+
+    server = make_server(host_options=HOST_OPTIONS)
+    client = register_password_client(server)
+    tokens = password_tokens(server, client, "xmpp")
+    stream = RawStream.connect(server.direct_tls_port, direct_tls=True)
+    try:
+        stream.connect_encrypted(True)
+        message = b"n,a=alice@localhost,\x01auth=Bearer " + tokens["access_token"].encode() + b"\x01\x01"
+        assert stream.sasl_outcome(stream.sasl_auth("OAUTHBEARER", message)).success, stream.dump()
+        revoked = requests.post(
+            base_url(server) + "/oauth2/revoke",
+            data={"token": tokens["refresh_token"]},
+            auth=client,
+            timeout=10,
+        )
+        assert revoked.status_code == 200
+        stream.bind("late")
+        try:
+            while True:
+                element = stream.read_element(5)
+                if element.tag.endswith("error"):
+                    assert element.find("{urn:ietf:params:xml:ns:xmpp-streams}not-authorized") is not None, stream.dump()
+                    break
+        except StreamClosed:
+            pass
+        assert stream.wait_closed(5), stream.dump()
+    finally:
+        stream.close()

@@ -636,6 +636,16 @@ impl Connection {
                 info!(jid = %full, "resource conflict: replacing the older session");
                 old.close(StreamError::Conflict);
             }
+            // A grant revoked between SASL and now closed no session (there
+            // was none to find): look once more, now that there is.
+            let revoked = match session.token_login.get() {
+                Some(login) => matches!(self.server.stores.oauth.grant(&login.grant_id).await, Ok(None)),
+                None => false,
+            };
+            if revoked {
+                info!(jid = %full, "OAuth grant revoked during login: closing the session");
+                session.close(StreamError::NotAuthorized);
+            }
             tracing::Span::current().record("jid", tracing::field::display(&full));
             info!("session bound");
             self.server.metrics.c2s_sessions.inc();
