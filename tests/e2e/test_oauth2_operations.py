@@ -244,3 +244,13 @@ def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_
         assert stream.wait_closed(5), stream.dump()
     finally:
         stream.close()
+
+
+def test_metadata_at_the_rfc8414_path_inserted_address(make_server):
+    """RFC 8414 §3: an issuer with a path (behind a proxy at /xmpp) has its
+    metadata at /.well-known/oauth-authorization-server/xmpp."""
+    server = make_server(host_options=HOST_OPTIONS)
+    plain = requests.get(base_url(server) + "/.well-known/oauth-authorization-server", timeout=10)
+    inserted = requests.get(base_url(server) + "/.well-known/oauth-authorization-server/xmpp", timeout=10)
+    assert inserted.status_code == 200 and inserted.json() == plain.json()
+    assert plain.headers["vary"].lower() == "host"

@@ -46,6 +46,12 @@ pub fn router(oauth: Arc<OAuth2>) -> Router<Arc<Server>> {
             "/.well-known/oauth-authorization-server",
             get(discovery).options(preflight),
         )
+        // RFC 8414 §3: for an issuer with a path, the path follows the
+        // well-known name.
+        .route(
+            "/.well-known/oauth-authorization-server/{*issuer_path}",
+            get(discovery).options(preflight),
+        )
         .route(
             "/.well-known/openid-configuration",
             get(discovery).options(preflight),
