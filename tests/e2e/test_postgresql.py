@@ -274,3 +274,15 @@ def test_check_config_catches_bad_sql_options(make_server, database):
     assert result.returncode == 0, result.stderr
     # check-config never touched the database.
     assert psql(database.url, "SELECT to_regclass('jackdaw_schema_version') IS NULL") == "t"
+
+
+async def test_debug_log_keeps_query_parameters_out_regression(pg_server):
+    """tokio-postgres logs every statement's parameters at debug (SCRAM
+    keys, OAuth keys, message bodies): the server's `log = "debug"` must not
+    let them through."""
+    async with logged_in(pg_server, "alice", "bob") as (alice, _bob):
+        alice.send_message("bob@localhost", "secret-body-for-the-log-check")
+    pg_server.stop()
+    log = pg_server.log_text()
+    assert "executing statement" not in log and "with parameters" not in log
+    assert "secret-body-for-the-log-check" not in log

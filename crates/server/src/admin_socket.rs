@@ -7,6 +7,7 @@
 //! own user (who owns data_path) can connect: the file mode is the access
 //! control, as with Prosody's prosodyctl shell socket.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +91,11 @@ pub fn start(server: &Arc<Server>) -> Result<SocketFile> {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let server = server.clone();
-                        tokio::spawn(async move { serve(&server, stream).await });
+                        // The whole exchange is bounded: a client that never
+                        // reads its answer holds nothing for long.
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(CLIENT_TIMEOUT, serve(&server, stream)).await;
+                        });
                     }
                     Err(e) => {
                         warn!(error = %e, "admin socket: accept failed");
@@ -104,11 +109,21 @@ pub fn start(server: &Arc<Server>) -> Result<SocketFile> {
 }
 
 async fn serve(server: &Server, stream: UnixStream) {
+    // The file mode is set just after binding; the peer's uid closes that
+    // window: only the server's own user (who owns data_path) is heard.
+    let own_uid = std::fs::metadata(&server.config.global.data_path)
+        .map(|m| m.uid())
+        .ok();
+    let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
+    if own_uid.is_none() || peer_uid != own_uid {
+        warn!(?peer_uid, "admin socket: connection from another user refused");
+        return;
+    }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    let reply = match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+    let reply = match reader.read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => handle(server, request),
             Err(e) => Reply {
                 error: Some(format!("bad request: {e}")),
@@ -162,7 +177,20 @@ pub async fn ask(data_path: &Path, request: &Request) -> Result<Option<Reply>> {
     let path = path(data_path);
     let mut stream = match UnixStream::connect(&path).await {
         Ok(s) => s,
-        Err(_) => return Ok(None),
+        // No socket, or one a dead server left: no server runs.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        // Anything else (permission denied, ...) must not pass for "no
+        // server": the change would silently not reach it.
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot reach the running server at {}", path.display()));
+        }
     };
     let mut line = serde_json::to_string(request)?;
     line.push('\n');

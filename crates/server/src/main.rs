@@ -204,13 +204,25 @@ static LOG_RELOAD: std::sync::OnceLock<
 
 fn log_filter(filter: &str) -> tracing_subscriber::EnvFilter {
     // TLS library chatter stays at info unless a full filter asks for it.
-    let directives = if filter.contains('=') {
-        filter.to_string()
+    let base = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| {
+            if filter.contains('=') {
+                filter.to_string()
+            } else {
+                format!("{filter},rustls=info,hyper=info,hyper_util=info,reqwest=info,h2=info")
+            }
+        });
+    // tokio-postgres logs every query's parameters at debug (password
+    // hashes, keys, messages): only when a filter names it.
+    let directives = if base.contains("tokio_postgres") {
+        base
     } else {
-        format!("{filter},rustls=info,hyper=info,hyper_util=info,reqwest=info,h2=info")
+        format!("{base},tokio_postgres=info")
     };
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives))
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 /// Logs to stderr; `log` is a level or a tracing filter, and RUST_LOG

@@ -62,6 +62,9 @@ impl Filter {
     }
 }
 
+/// The advisory lock that orders archive batches (any fixed number; "MAM").
+const ARCHIVE_APPEND_LOCK: i64 = 0x004d_414d;
+
 #[async_trait]
 impl ArchiveStore for PostgresStore {
     async fn append(&self, owner: &str, m: &ArchivedMessage) -> StorageResult<()> {
@@ -74,6 +77,13 @@ impl ArchiveStore for PostgresStore {
         // One transaction for the batch: one commit instead of one per
         // message; rows get their seq in the batch's order.
         let tx = client.transaction().await.context(OP)?;
+        // seq is taken at insert, not at commit: without this lock a
+        // concurrent batch could commit a lower seq later, and a client
+        // paging "after" the higher one would never see it (SQLite's single
+        // writer gives this for free).
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ARCHIVE_APPEND_LOCK])
+            .await
+            .context(OP)?;
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO archive (owner, id, ts, with_bare, with_full, stanza)
@@ -260,11 +270,18 @@ impl ArchiveStore for PostgresStore {
 
     async fn expire(&self, before: i64) -> StorageResult<usize> {
         const OP: &str = "archive.expire";
-        let client = self.client(OP).await?;
-        let n = client
+        let mut client = self.client(OP).await?;
+        // A large backlog may take longer than the pool's statement
+        // timeout; cut short, it would roll back and grow for ever.
+        let tx = client.transaction().await.context(OP)?;
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .context(OP)?;
+        let n = tx
             .execute("DELETE FROM archive WHERE ts < $1", &[&before])
             .await
             .context(OP)?;
+        tx.commit().await.context(OP)?;
         to_unsigned(n as i64, "expired message count")
     }
 
