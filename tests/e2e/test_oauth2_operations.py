@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import requests
 
 from harness import PASSWORDS
@@ -212,9 +213,11 @@ def test_rs256_id_tokens_for_clients_that_ask(make_server):
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata"
 
 
-def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_server):
-    """A grant revoked after OAUTHBEARER succeeded but before the resource
-    was bound found no session to close; the bind now checks again."""
+@pytest.mark.parametrize("revoked_token", ["refresh_token", "access_token"])
+def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_server, revoked_token):
+    """A grant (refresh token revoked) or the access token itself, revoked
+    after OAUTHBEARER succeeded but before the resource was bound, found no
+    session to close; the bind now checks again."""
     from harness.raw import RawStream, StreamClosed
 
     server = make_server(host_options=HOST_OPTIONS)
@@ -227,7 +230,7 @@ def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_
         assert stream.sasl_outcome(stream.sasl_auth("OAUTHBEARER", message)).success, stream.dump()
         revoked = requests.post(
             base_url(server) + "/oauth2/revoke",
-            data={"token": tokens["refresh_token"]},
+            data={"token": tokens[revoked_token]},
             auth=client,
             timeout=10,
         )

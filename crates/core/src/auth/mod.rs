@@ -58,9 +58,9 @@ pub struct TokenLogin {
     pub user: String,
     /// The grant the token belongs to: revoking it ends the sessions.
     pub grant_id: String,
-    /// Identifies the token itself (not the token: a hash prefix), so
-    /// revoking one access token ends the sessions it opened.
-    pub token_id: String,
+    /// The token's SHA-256 (hex), as the store keys it (not usable as
+    /// the token): revoking that access token ends the sessions it opened.
+    pub token_hash: String,
 }
 
 /// Why a bearer token was refused (RFC 7628 §3.2.2 `status`).

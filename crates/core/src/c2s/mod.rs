@@ -636,10 +636,17 @@ impl Connection {
                 info!(jid = %full, "resource conflict: replacing the older session");
                 old.close(StreamError::Conflict);
             }
-            // A grant revoked between SASL and now closed no session (there
-            // was none to find): look once more, now that there is.
+            // A token or grant revoked between SASL and now closed no
+            // session (there was none to find): look once more, now that
+            // there is.
             let revoked = match session.token_login.get() {
-                Some(login) => matches!(self.server.stores.oauth.grant(&login.grant_id).await, Ok(None)),
+                Some(login) => {
+                    let now = crate::archive_query::now_micros() / 1_000_000;
+                    matches!(
+                        self.server.stores.oauth.token(&login.token_hash, now).await,
+                        Ok(None)
+                    )
+                }
                 None => false,
             };
             if revoked {

@@ -368,8 +368,7 @@ impl OAuth2 {
             error!(error = %e, "cannot revoke an OAuth token");
         }
         self.count("token_revoked");
-        let token_id = token_id(&token.hash);
-        self.close_sessions(server, username, |login| login.token_id == token_id);
+        self.close_sessions(server, username, |login| login.token_hash == token.hash);
     }
 
     fn close_sessions(&self, server: &Server, username: &str, opened_with: impl Fn(&TokenLogin) -> bool) {
@@ -401,11 +400,6 @@ impl OAuth2 {
             }
         });
     }
-}
-
-/// Identifies a token in a session without holding anything usable.
-fn token_id(hash: &str) -> String {
-    hash[..16.min(hash.len())].to_string()
 }
 
 /// Makes (on a new server) or loads the keys as the server starts, so a
@@ -457,7 +451,7 @@ impl TokenVerifier for Verifier {
         Ok(Ok(TokenLogin {
             user: grant.username,
             grant_id: grant.id,
-            token_id: token_id(&t.hash),
+            token_hash: t.hash,
         }))
     }
 }
