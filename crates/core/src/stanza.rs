@@ -265,13 +265,17 @@ pub fn delay(from: &str, stamp: &str) -> Element {
     d
 }
 
-/// Current UTC time as an XEP-0082 timestamp.
-pub fn now_stamp() -> String {
-    let secs = std::time::SystemTime::now()
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format_stamp(secs)
+        .unwrap_or(0)
+}
+
+/// Current UTC time as an XEP-0082 timestamp.
+pub fn now_stamp() -> String {
+    format_stamp(now_secs())
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.

@@ -164,10 +164,7 @@ const SUPERSEDED_KEY_GRACE: i64 = 86_400;
 
 async fn oauth2_keys(cmd: Oauth2Command, backends: &wiring::Backends) -> Result<()> {
     let store = &backends.stores.oauth;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = jackdaw_core::stanza::now_secs() as i64;
     if let Oauth2Command::RotateKey = cmd {
         use jackdaw_modules::http_oauth2::keys;
         for algorithm in keys::ALGORITHMS {

@@ -641,7 +641,7 @@ impl Connection {
             // there is.
             let revoked = match session.token_login.get() {
                 Some(login) => {
-                    let now = crate::archive_query::now_micros() / 1_000_000;
+                    let now = crate::stanza::now_secs() as i64;
                     matches!(
                         self.server.stores.oauth.token(&login.token_hash, now).await,
                         Ok(None)

@@ -181,11 +181,7 @@ impl ComponentHttp {
 
     fn sign(&self, body: &str) -> Option<(String, String)> {
         let secret = self.secret.as_ref()?;
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .to_string();
+        let timestamp = jackdaw_core::stanza::now_secs().to_string();
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
         mac.update(timestamp.as_bytes());
         mac.update(b".");

@@ -478,10 +478,7 @@ mod tests {
     fn registrations_expire_with_a_ttl() {
         let r = Registrar::new("k0123456789abcdef", "h", "HS256", Some(60));
         let req = json!({"client_name": "App", "client_uri": "https://app.example/", "redirect_uris": ["https://app.example/cb"]});
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = super::super::unix_now();
         let fresh = r.register(&req, &config(), now).unwrap();
         assert!(r.client(&fresh.client_id).is_some());
         let old = r.register(&req, &config(), now - 120).unwrap();

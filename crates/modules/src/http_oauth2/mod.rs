@@ -22,7 +22,7 @@ mod pages;
 mod routes;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jackdaw_core::auth::{AuthError, TokenLogin, TokenRefusal, TokenVerifier};
@@ -102,11 +102,9 @@ pub fn init(ctx: &mut ModuleContext<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Now in the signed seconds the OAuth store and JWT claims use.
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    jackdaw_core::stanza::now_secs() as i64
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]

@@ -1722,20 +1722,11 @@ async fn device_page(web: Web, uri: Uri) -> Response {
 
 // --- grant management ----------------------------------------------------------------------
 
+/// The day of a Unix time, `YYYY-MM-DD`: all this page needs of it.
 fn date(unix: i64) -> String {
-    // Days are enough on this page; computed by hand to avoid a date crate
-    // for one line (civil-from-days, H. Hinnant's algorithm).
-    let days = unix.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let mut stamp = jackdaw_core::stanza::format_stamp(unix.max(0) as u64);
+    stamp.truncate("YYYY-MM-DD".len());
+    stamp
 }
 
 async fn grants_page(web: Web) -> Response {

@@ -67,13 +67,6 @@ pub struct MucService {
     me: std::sync::Weak<MucService>,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn cond(kind: ErrorType, condition: &'static str) -> StanzaError {
     StanzaError::new(kind, condition)
 }
@@ -1051,7 +1044,7 @@ impl MucService {
         let max_chars = attr("maxchars")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(usize::MAX);
-        let now = now_secs();
+        let now = stanza::now_secs();
         let oldest = attr("seconds")
             .and_then(|v| v.parse::<u64>().ok())
             .map(|s| now.saturating_sub(s))
@@ -1208,7 +1201,7 @@ impl MucService {
                     stanza: jackdaw_core::stream::serialize(&message),
                 },
             ));
-            room.remember(message.clone(), now_secs());
+            room.remember(message.clone(), stanza::now_secs());
         }
         for o in &room.occupants {
             for s in &o.sessions {
