@@ -70,24 +70,16 @@ from harness.push import (
 )
 from harness.raw import RawStream
 from harness.scenarios import logged_in
+from harness.smacks import kill_connection, login_with_sm, reconnect, sm_client, wait_for_log
 
 ALICE, BOB, CAROL = jid_of("alice"), jid_of("bob"), jid_of("carol")
 PHONE = f"{ALICE}/phone"
 NS_SM = "urn:xmpp:sm:3"
 NS_CLIENT = "jabber:client"
-SM_PLUGINS = ("xep_0030", "xep_0199", "xep_0203", "xep_0198")
 WITH_BODY = {"push_notification_with_body": True}
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-async def wait_for_log(server, text: str, count: int = 1, timeout: float = 10.0) -> None:
-    """Until the server's log mentions ``text`` ``count`` times."""
-    deadline = time.monotonic() + timeout
-    while server.log_text().count(text) < count:
-        assert time.monotonic() < deadline, f"the server never logged {text!r} ({count}x)"
-        await asyncio.sleep(0.05)
 
 
 def log_lines(server, *words: str) -> list[str]:
@@ -113,53 +105,6 @@ async def quiet(app: AppServer, since: int, bob: Client, what: str, allowed: str
 
 
 # slixmpp with stream management (its xep_0198 plugin) --------------------------------------
-
-
-def sm_client(server, resource: str = "phone") -> Client:
-    return Client(server, "alice", resource=resource, plugins=SM_PLUGINS)
-
-
-def first_event(client: Client, *names: str) -> asyncio.Future:
-    """A future for whichever of slixmpp's events ``names`` fires first: (name, data)."""
-    future = asyncio.get_running_loop().create_future()
-    handlers: list[tuple[str, Callable]] = []
-
-    def make(name: str) -> Callable:
-        def handler(data) -> None:
-            if not future.done():
-                future.set_result((name, data))
-            for other, function in handlers:
-                client.xmpp.del_event_handler(other, function)
-
-        return handler
-
-    for name in names:
-        handlers.append((name, make(name)))
-        client.xmpp.add_event_handler(name, handlers[-1][1])
-    return future
-
-
-async def login_with_sm(client: Client) -> Client:
-    enabled = first_event(client, "sm_enabled", "sm_failed")
-    await client.login()
-    name, answer = await asyncio.wait_for(enabled, 10)
-    assert name == "sm_enabled", f"{client.name}: <enable/> refused: {answer}"
-    assert client.xmpp.plugin["xep_0198"].sm_id, f"{client.name}: no resumption id"
-    return client
-
-
-async def kill_connection(client: Client) -> None:
-    """The phone loses its network: the TCP connection dies, nothing is said."""
-    client.xmpp.transport.abort()
-    await client.wait_disconnected(timeout=5)
-
-
-async def reconnect(client: Client, timeout: float = 15.0) -> str:
-    """The same ClientXMPP reconnects: "resumed" or "bound" (a new session)."""
-    outcome = first_event(client, "session_resumed", "session_start")
-    client.xmpp.connect(host="127.0.0.1", port=client.port)
-    name, _ = await asyncio.wait_for(outcome, timeout)
-    return "resumed" if name == "session_resumed" else "bound"
 
 
 # a raw phone, whose acks the test controls ----------------------------------------------------
@@ -578,7 +523,7 @@ async def test_push_keeps_a_session_hibernating_until_a_message_arrives(make_ser
         make_server, options={"smacks_hibernation_time": 1}, host_options={"push_max_hibernation_timeout": 60}
     )
     async with AppServer(server) as app, logged_in(server, ("bob", "desk")) as (bob,):
-        phone, laptop = sm_client(server, "phone"), sm_client(server, "laptop")
+        phone, laptop = sm_client(server, resource="phone"), sm_client(server, resource="laptop")
         await asyncio.gather(login_with_sm(phone), login_with_sm(laptop))
         try:
             await enable_push(phone, PUSH, "phone")
@@ -599,8 +544,6 @@ async def test_push_keeps_a_session_hibernating_until_a_message_arrives(make_ser
         async with logged_in(server, ("alice", "again")) as (alice,):
             alice.send_presence()
             await alice.next_message(BOB, "wake up")
-
-
 
 
 # --- known bugs -------------------------------------------------------------------------------
