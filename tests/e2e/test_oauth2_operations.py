@@ -161,7 +161,11 @@ def test_public_client_may_send_an_empty_secret_in_basic_auth(make_server):
 
 def test_registrations_are_bounded_in_size(make_server):
     server = make_server(host_options=HOST_OPTIONS)
-    base = {"client_name": "Big", "client_uri": "https://app.example.com/", "redirect_uris": ["https://app.example.com/cb"]}
+    base = {
+        "client_name": "Big",
+        "client_uri": "https://app.example.com/",
+        "redirect_uris": ["https://app.example.com/cb"],
+    }
     for extra in (
         {"contacts": ["ops@example.com"] * 17},
         {"contacts": ["x" * 600]},
@@ -240,7 +244,9 @@ def test_grant_revoked_between_sasl_and_bind_closes_the_session_regression(make_
             while True:
                 element = stream.read_element(5)
                 if element.tag.endswith("error"):
-                    assert element.find("{urn:ietf:params:xml:ns:xmpp-streams}not-authorized") is not None, stream.dump()
+                    assert element.find("{urn:ietf:params:xml:ns:xmpp-streams}not-authorized") is not None, (
+                        stream.dump()
+                    )
                     break
         except StreamClosed:
             pass

@@ -23,7 +23,7 @@ async def test_messages_stored_while_the_recipient_logs_in_arrive_without_a_new_
             try:
                 bodies = [f"round {round_} message {i}" for i in range(BURST)]
 
-                async def burst() -> None:
+                async def burst(bodies: list[str]) -> None:
                     for i, body in enumerate(bodies):
                         alice.send_message(BOB, body)
                         if i % 10 == 0:
@@ -31,7 +31,7 @@ async def test_messages_stored_while_the_recipient_logs_in_arrive_without_a_new_
 
                 # Initial presence lands in the middle of the burst: some
                 # messages go to storage, some straight to the session.
-                await asyncio.gather(burst(), bob.go_online())
+                await asyncio.gather(burst(bodies), bob.go_online())
                 for body in bodies:
                     await bob.next_message(jid_of("alice"), body, timeout=10)
             finally:
